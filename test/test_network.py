@@ -1,0 +1,64 @@
+"""FusionNet from genotypes: the published parameter counts, padding/cropping, genotype JSON validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tim_core.genotype import Genotype, GenotypeError, builtin_genotypes, load_genotype
+from tim_core.network import FusionNet, count_macs, count_parameters
+
+from conftest import TINY_GENOTYPE
+
+
+@pytest.mark.parametrize("name,params", [("tim_ivif", 994_917), ("tim_light", 127_358)])
+def test_published_parameter_counts(name: str, params: int) -> None:
+    assert count_parameters(FusionNet(load_genotype(name))) == params
+
+
+def test_builtin_genotypes_listed() -> None:
+    assert {"tim_ivif", "tim_light"} <= set(builtin_genotypes())
+
+
+@pytest.mark.parametrize("h,w", [(17, 23), (32, 32), (5, 6), (3, 3)])
+def test_odd_sizes_padded_and_cropped(h: int, w: int) -> None:
+    torch.manual_seed(0)
+    net = FusionNet(Genotype.from_dict(TINY_GENOTYPE)).eval()
+    ir, vis = torch.rand(1, 1, h, w), torch.rand(1, 1, h, w)
+    with torch.no_grad():
+        y = net(ir, vis)
+    assert y.shape == (1, 1, h, w) and torch.isfinite(y).all()
+
+
+def test_genotype_json_round_trip(tmp_path) -> None:
+    g = load_genotype("tim_ivif")
+    path = tmp_path / "g.json"
+    path.write_text(g.to_json())
+    assert load_genotype(path) == g
+    assert load_genotype(path).fingerprint() == g.fingerprint()
+
+
+def test_genotype_errors_name_the_problem(tmp_path) -> None:
+    bad = {**TINY_GENOTYPE, "cells": [{"type": "chain", "ops": ["residual_9x9"]}]}
+    with pytest.raises(GenotypeError, match=r"cells\[0\].*residual_9x9.*valid: .*sep_conv_3x3"):
+        Genotype.from_dict(bad)
+    with pytest.raises(GenotypeError, match="cells\\[0\\].type 'pyramid'"):
+        Genotype.from_dict({**TINY_GENOTYPE, "cells": [{"type": "pyramid", "ops": ["skip"]}]})
+    with pytest.raises(GenotypeError, match="width"):
+        Genotype.from_dict({**TINY_GENOTYPE, "width": 7})
+    with pytest.raises(GenotypeError, match="unknown field"):
+        Genotype.from_dict({**TINY_GENOTYPE, "depth": 3})
+    with pytest.raises(GenotypeError, match="built-in: .*tim_ivif"):
+        load_genotype("no_such_genotype")
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(GenotypeError, match="broken.json: not valid JSON"):
+        load_genotype(tmp_path / "broken.json")
+
+
+def test_macs_scale_with_area() -> None:
+    net = FusionNet(load_genotype("tim_light"))
+    small, big = count_macs(net, 64, 64), count_macs(net, 128, 128)
+    assert big == pytest.approx(4 * small, rel=0.01)
+    assert json.loads(load_genotype("tim_light").to_json())["width"] == 48

@@ -1,0 +1,126 @@
+"""The `tim` command: one entry point with subcommands (fuse, info, eval, train, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r} must be HxW, e.g. 480x640") from None
+    return h, w
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    """Fuse single files or folders paired by stem; never skips silently."""
+    from .files import ImageFileError, pair_paths, read_image, write_image
+    from .runtime import BundleError, Fuser
+
+    try:
+        pairs, unpaired = pair_paths(args.ir, args.vis)
+        fuser = Fuser(args.model, device=args.device, half=args.half,
+                      size_mismatch="resize_ir" if args.resize_ir else "reject")
+    except (ImageFileError, BundleError, ValueError) as e:
+        print(f"tim fuse: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    failed = [(name, reason) for name, reason in unpaired]
+    done = 0
+    for pair in tqdm(pairs, desc="fusing", unit="pair", disable=args.quiet or len(pairs) < 2):
+        try:
+            result = fuser(read_image(pair.a), read_image(pair.b))
+            write_image(out / f"{pair.name}.png", result.fused)
+            done += 1
+        except (ImageFileError, ValueError) as e:
+            failed.append((pair.name, str(e)))
+    for name, reason in failed:
+        print(f"  failed {name}: {reason}", file=sys.stderr)
+    print(f"tim fuse: {done} fused, {len(failed)} failed -> {out}")
+    return 0 if not failed else 1
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Architecture summary of a genotype (name or JSON) or a bundle: parameters, MACs, cells, card."""
+    from .genotype import GenotypeError, load_genotype
+    from .network import FusionNet, count_macs, count_parameters
+    from .runtime import WEIGHTS, BundleError, load_bundle
+
+    card = None
+    try:
+        if (Path(args.target) / WEIGHTS).is_file():
+            net, card, _ = load_bundle(args.target)
+        else:
+            net = FusionNet(load_genotype(args.target))
+    except (GenotypeError, BundleError) as e:
+        print(f"tim info: {e}", file=sys.stderr)
+        return 2
+    h, w = args.size
+    info = {"name": net.genotype.name, "params": count_parameters(net), "macs": count_macs(net, h, w),
+            "size": [h, w], "genotype": net.genotype.to_dict()}
+    if card is not None:
+        info["card"] = card
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['name']}: {info['params']:,} parameters, {info['macs'] / 1e9:.2f} GMACs at {h}x{w}, "
+          f"width {net.genotype.width}")
+    for i, cell in enumerate(net.genotype.cells):
+        print(f"  cell {i} ({cell.type}): {' -> '.join(cell.ops)}")
+    if card is not None:
+        print("card:")
+        print(json.dumps(card, indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import run_eval
+
+    return run_eval(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tim", description="TIM infrared-visible image fusion")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fuse", help="fuse image pairs (files or folders paired by stem)")
+    p.add_argument("--ir", "--a", dest="ir", required=True, help="infrared image or folder (modality A)")
+    p.add_argument("--vis", "--b", dest="vis", required=True, help="visible image or folder (modality B)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", default="tim_ivif_base", help="bundle folder or shipped name (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
+    p.add_argument("--resize-ir", action="store_true", help="resize IR to the visible size when they differ")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_fuse)
+
+    p = sub.add_parser("info", help="architecture summary of a genotype or bundle")
+    p.add_argument("target", help="built-in genotype name (tim_ivif, tim_light), genotype JSON, or bundle folder")
+    p.add_argument("--size", type=_parse_size, default=(480, 640), help="HxW for MACs (default 480x640)")
+    p.add_argument("--json", action="store_true", help="print JSON (keys params, macs, genotype)")
+    p.set_defaults(func=cmd_info)
+
+    try:
+        from .evaluate import add_eval_arguments
+    except ImportError:
+        add_eval_arguments = None
+    if add_eval_arguments is not None:
+        p = sub.add_parser("eval", help="fusion metrics over IR/VIS/fused folders")
+        add_eval_arguments(p)
+        p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

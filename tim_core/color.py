@@ -1,0 +1,66 @@
+"""Colour and intensity handling: RGB <-> YCbCr (BT.601 full range) and input normalisation to [0, 1].
+
+Colour visible images are fused in luma: Y goes through the network with the infrared image, the
+visible image's CbCr is kept and the fused Y is converted back to RGB.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# BT.601 full-range (JPEG) matrix; Cb/Cr centred on 0.5 for data in [0, 1].
+_RGB2YCBCR = np.array([[0.299, 0.587, 0.114],
+                       [-0.168736, -0.331264, 0.5],
+                       [0.5, -0.418688, -0.081312]], dtype=np.float32)
+_YCBCR2RGB = np.linalg.inv(_RGB2YCBCR.astype(np.float64)).astype(np.float32)
+
+IR_NORMALIZATIONS = ("minmax", "percentile", "fixed")
+
+
+def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB float in [0, 1] -> (H, W, 3) Y, Cb, Cr in [0, 1]."""
+    out = rgb.astype(np.float32, copy=False) @ _RGB2YCBCR.T
+    out[..., 1:] += 0.5
+    return out
+
+
+def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
+    """(H, W, 3) Y, Cb, Cr in [0, 1] -> RGB float, clipped to [0, 1]."""
+    shifted = ycc.astype(np.float32, copy=True)
+    shifted[..., 1:] -= 0.5
+    return np.clip(shifted @ _YCBCR2RGB.T, 0.0, 1.0)
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma of an (H, W, 3) array, same scale as the input."""
+    return rgb.astype(np.float32, copy=False) @ _RGB2YCBCR[0]
+
+
+def to_unit(img: np.ndarray, ir_norm: str = "minmax", fixed_range: tuple[float, float] = (0.0, 65535.0),
+            percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
+    """Normalise an image to float32 [0, 1].
+
+    uint8 is divided by 255 (TIM's convention); float already inside [0, 1] is kept. uint16 (raw 12-16
+    bit thermal) and float outside [0, 1] (e.g. 32FC1 temperatures) follow `ir_norm`: 'minmax' stretches the frame's own min..max, 'percentile' its p_lo..p_hi percentiles
+    (robust to hot pixels), 'fixed' maps fixed_range (e.g. a camera's radiometric range) to [0, 1].
+    """
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) * (1.0 / 255.0)
+    if img.dtype not in (np.uint16, np.float32, np.float64):
+        raise ValueError(f"unsupported pixel type {img.dtype}; expected uint8, uint16 or float")
+    x = img.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ValueError("image has NaN or Inf values; fix the source or drop the frame")
+    if img.dtype != np.uint16 and x.size and x.min() >= 0.0 and x.max() <= 1.0:
+        return x.astype(np.float32, copy=False)
+    if ir_norm == "fixed":
+        lo, hi = fixed_range
+    elif ir_norm == "percentile":
+        lo, hi = np.percentile(x, percentiles)
+    elif ir_norm == "minmax":
+        lo, hi = float(x.min()), float(x.max())
+    else:
+        raise ValueError(f"unknown ir_norm {ir_norm!r}; valid: {', '.join(IR_NORMALIZATIONS)}")
+    if hi <= lo:
+        return np.zeros(x.shape, np.float32)
+    return np.clip((x - lo) * (1.0 / (hi - lo)), 0.0, 1.0)

@@ -1,0 +1,109 @@
+"""A fusion architecture as data: width and cells, each cell a chain of named operations; JSON in/out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .ops import OPS
+
+CELL_TYPES = ("multiscale", "chain")
+GENOTYPE_DIR = Path(__file__).resolve().parent / "genotypes"
+
+
+class GenotypeError(ValueError):
+    """An invalid genotype; the message names the field and the valid values."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell: 'multiscale' (chain at scales 1, 1/2, 1/4 merged by SKFF) or 'chain' (plain)."""
+
+    type: str
+    ops: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """TIM's fusion network N_F as data: stem 2->2C->C, the cells at width C, head C->C->C/2->1."""
+
+    name: str
+    width: int
+    cells: tuple[Cell, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.width, int) or self.width < 4 or self.width % 2:
+            raise GenotypeError(f"genotype {self.name!r}: width must be an even integer >= 4, got {self.width!r}")
+        if not self.cells:
+            raise GenotypeError(f"genotype {self.name!r}: needs at least one cell")
+        for i, cell in enumerate(self.cells):
+            if cell.type not in CELL_TYPES:
+                raise GenotypeError(
+                    f"genotype {self.name!r}: cells[{i}].type {cell.type!r} is unknown; valid: {', '.join(CELL_TYPES)}")
+            if not cell.ops:
+                raise GenotypeError(f"genotype {self.name!r}: cells[{i}].ops is empty")
+            for op in cell.ops:
+                if op not in OPS:
+                    raise GenotypeError(
+                        f"genotype {self.name!r}: cells[{i}] has unknown operation {op!r}; valid: {', '.join(OPS)}")
+
+    @property
+    def multiscale(self) -> bool:
+        """True when a cell runs at 1/4 scale, so inputs are padded to a multiple of 4."""
+        return any(c.type == "multiscale" for c in self.cells)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "width": self.width,
+                "cells": [{"type": c.type, "ops": list(c.ops)} for c in self.cells]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the architecture (name excluded): weights record it so a mismatch is caught."""
+        arch = {"width": self.width, "cells": self.to_dict()["cells"]}
+        return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "genotype") -> "Genotype":
+        if not isinstance(data, dict):
+            raise GenotypeError(f"{source}: expected a JSON object with name, width, cells")
+        unknown = set(data) - {"name", "width", "cells", "notes"}
+        if unknown:
+            raise GenotypeError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}; valid: name, width, cells")
+        for key in ("width", "cells"):
+            if key not in data:
+                raise GenotypeError(f"{source}: missing field {key!r}")
+        cells = []
+        for i, c in enumerate(data["cells"]):
+            if not isinstance(c, dict) or set(c) != {"type", "ops"}:
+                raise GenotypeError(f"{source}: cells[{i}] must be an object with exactly 'type' and 'ops'")
+            cells.append(Cell(c["type"], tuple(c["ops"])))
+        return cls(str(data.get("name", Path(source).stem)), data["width"], tuple(cells))
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "genotype") -> "Genotype":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise GenotypeError(f"{source}: not valid JSON ({e})") from None
+        return cls.from_dict(data, source)
+
+
+def builtin_genotypes() -> list[str]:
+    """Names of the genotypes shipped with tim_core (e.g. tim_ivif, tim_light)."""
+    return sorted(p.stem for p in GENOTYPE_DIR.glob("*.json"))
+
+
+def load_genotype(name_or_path: str | Path) -> Genotype:
+    """Load a built-in genotype by name, or a genotype JSON file by path."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        builtin = GENOTYPE_DIR / f"{name_or_path}.json"
+        if not builtin.is_file():
+            raise GenotypeError(
+                f"{name_or_path}: no such genotype file or built-in name; built-in: {', '.join(builtin_genotypes())}")
+        path = builtin
+    return Genotype.from_json(path.read_text(), str(path))
