@@ -85,6 +85,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_eval(args)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fusion training from a YAML config plus --key value overrides."""
+    from .config import ConfigError, load_config, parse_overrides
+    from .files import ImageFileError
+    from .train import TrainConfig, train
+
+    try:
+        cfg = load_config(TrainConfig, args.config, parse_overrides(args.overrides))
+        command = " ".join(["tim train", *(["--config", args.config] if args.config else []), *args.overrides])
+        bundle = train(cfg, resume=args.resume, command=command)
+    except (ConfigError, ImageFileError, FileNotFoundError) as e:
+        print(f"tim train: {e}", file=sys.stderr)
+        return 2
+    print(f"tim train: bundle written to {bundle}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tim", description="TIM infrared-visible image fusion")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,19 +123,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON (keys params, macs, genotype)")
     p.set_defaults(func=cmd_info)
 
-    try:
-        from .evaluate import add_eval_arguments
-    except ImportError:
-        add_eval_arguments = None
-    if add_eval_arguments is not None:
-        p = sub.add_parser("eval", help="fusion metrics over IR/VIS/fused folders")
-        add_eval_arguments(p)
-        p.set_defaults(func=cmd_eval)
+    from .evaluate import add_eval_arguments
+
+    p = sub.add_parser("eval", help="fusion metrics over IR/VIS/fused folders")
+    add_eval_arguments(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="train a fusion network (unsupervised fusion loss)",
+                       description="Config fields can be overridden as --field value (e.g. --steps 100).")
+    p.add_argument("--config", help="YAML file mirroring TrainConfig (tim_core/configs/*.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt at its step")
+    p.set_defaults(func=cmd_train)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command in ("train",):
+        args.overrides = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.func(args)
 
 

@@ -156,7 +156,7 @@ class Fuser:
     """Load a bundle once, then fuse (ir, vis) numpy pairs: `Fuser(model)(ir, vis) -> FusionResult`."""
 
     def __init__(self, model: str | Path = DEFAULT_MODEL, device: str = "auto", half: bool = False,
-                 ir_norm: str = "minmax", ir_range: tuple[float, float] = (0.0, 65535.0),
+                 ir_norm: str = "percentile", ir_range: tuple[float, float] = (0.0, 65535.0),
                  size_mismatch: str = "reject", threads: int | None = None, warmup: bool = True):
         if size_mismatch not in SIZE_POLICIES:
             raise ValueError(f"unknown size_mismatch {size_mismatch!r}; valid: {', '.join(SIZE_POLICIES)}")

@@ -1,0 +1,111 @@
+"""Fusion loss, data split, config handling and `tim train` end to end with an exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tim_core.cli import main
+from tim_core.config import ConfigError, load_config, parse_overrides
+from tim_core.data import is_validation, load_pairs, resolve_layout, sample_batch
+from tim_core.files import write_image
+from tim_core.losses import fusion_loss, ssim
+from tim_core.runtime import load_bundle
+from tim_core.train import TrainConfig
+
+from conftest import TINY_GENOTYPE
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """Twelve synthetic 80x96 pairs: a warm blob in IR, texture in VIS (names decide the split)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:80, :96]
+    for i in range(12):
+        ir = (200 * np.exp(-((yy - 40) ** 2 + (xx - 10 * (i % 8)) ** 2) / 200) + rng.normal(20, 3, (80, 96)))
+        vis = 128 + 60 * np.sin(xx / (2 + i % 3)) * np.cos(yy / 3)
+        write_image(tmp_path / "ds" / "ir" / f"img{i:02d}.png", np.clip(ir, 0, 255).astype(np.uint8))
+        write_image(tmp_path / "ds" / "vi" / f"img{i:02d}.png", np.clip(vis, 0, 255).astype(np.uint8))
+    (tmp_path / "g.json").write_text(json.dumps(TINY_GENOTYPE))
+    return tmp_path
+
+
+def test_loss_prefers_the_max_target() -> None:
+    torch.manual_seed(0)
+    a, b = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    good, terms = fusion_loss(torch.maximum(a, b), a, b)
+    bad, _ = fusion_loss(torch.full_like(a, 0.5), a, b)
+    assert good < bad and terms["intensity"] == 0.0
+    assert ssim(a, a).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_split_is_deterministic_and_disjoint(dataset) -> None:
+    spec = str(dataset / "ds")
+    train, val = load_pairs([spec], "train", 0.3), load_pairs([spec], "val", 0.3)
+    assert set(train.names).isdisjoint(val.names) and len(train) + len(val) == 12
+    assert all(is_validation(n.split("/")[1], 0.3) for n in val.names)
+    assert resolve_layout(spec)[1].name == "vi"
+    a1, _ = sample_batch(train, 3, 32, torch.Generator().manual_seed(5))
+    a2, _ = sample_batch(train, 3, 32, torch.Generator().manual_seed(5))
+    assert torch.equal(a1, a2) and a1.shape == (3, 1, 32, 32)
+
+
+def test_config_rejects_unknown_keys(tmp_path) -> None:
+    cfg = load_config(TrainConfig, None, parse_overrides(["--steps", "5", "--lr=1e-4", "--amp", "false"]))
+    assert cfg.steps == 5 and cfg.lr == 1e-4 and cfg.amp is False
+    with pytest.raises(ConfigError, match="unknown key 'stepz'"):
+        load_config(TrainConfig, None, {"stepz": 3})
+    (tmp_path / "c.yaml").write_text("batch: eight\n")
+    with pytest.raises(ConfigError, match="c.yaml: batch must be a number"):
+        load_config(TrainConfig, tmp_path / "c.yaml")
+
+
+def _args(dataset, out, steps, *extra):
+    return ["train", "--genotype", str(dataset / "g.json"), "--data", f"[{dataset / 'ds'}]", "--val_fraction", "0.3",
+            "--out", str(out), "--steps", str(steps), "--batch", "2", "--crop", "32", "--ckpt_every", "2",
+            "--val_every", "3", "--val_crop", "32", "--warmup_steps", "2", "--device", "cpu", *extra]
+
+
+def test_train_resume_is_exact(dataset, monkeypatch) -> None:
+    assert main(_args(dataset, dataset / "full", 6, "--eval_metrics", "false")) == 0
+    full = load_bundle(dataset / "full" / "bundle")[0].state_dict()
+
+    import tim_core.train as train_mod
+    real_save, saves = train_mod.save_atomic, []
+
+    def killed_after_step_4(obj, path):
+        real_save(obj, path)
+        saves.append(obj["step"])
+        if obj["step"] == 4:
+            raise KeyboardInterrupt  # the process dies right after the step-4 checkpoint
+
+    monkeypatch.setattr(train_mod, "save_atomic", killed_after_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        main(_args(dataset, dataset / "cut", 6, "--eval_metrics", "false"))
+    monkeypatch.setattr(train_mod, "save_atomic", real_save)
+    assert torch.load(dataset / "cut" / "checkpoint.pt", weights_only=True)["step"] == 4
+    assert main(_args(dataset, dataset / "cut", 6, "--eval_metrics", "false", "--resume")) == 0
+    resumed = load_bundle(dataset / "cut" / "bundle")[0].state_dict()
+    for key, value in full.items():
+        assert torch.equal(value, resumed[key]), f"{key} differs after resume"
+
+
+def test_train_exports_bundle_with_validation_metrics(dataset) -> None:
+    assert main(_args(dataset, dataset / "run", 2, "--eval_limit", "2")) == 0
+    card = json.loads((dataset / "run" / "bundle" / "card.json").read_text())
+    assert card["steps"] == 2 and "tim train" in card["command"]
+    val = card["validation"]
+    assert val["convention"] == "matlab" and val["n"] == 2
+    assert set(val["model"]) >= {"EN", "MI", "VIF", "Qabf", "SSIM"}
+    assert val["baseline_max"]["MI"] > val["baseline_mean"]["MI"] * 0.5
+    assert (dataset / "run" / "tb").is_dir()
+
+
+def test_train_errors_are_clear(dataset, capsys) -> None:
+    assert main(["train", "--bogus", "1"]) == 2
+    assert "unknown key 'bogus'" in capsys.readouterr().err
+    assert main(_args(dataset, dataset / "none", 2, "--resume")) == 2
+    assert "no checkpoint to resume" in capsys.readouterr().err

@@ -1,0 +1,70 @@
+"""Unsupervised fusion loss: intensity, gradient (texture) and SSIM terms; weights come from the config.
+
+TIM does not publish its fusion loss (TIM_FACTS.md: OPEN). We use the three objectives common to
+SeAFusion / TarDAL-style training, all on luma in [0, 1]:
+
+- intensity  ||F - max(A, B)||_1: keep the salient (brighter) source at each pixel; for IR-VIS this
+  carries warm targets from the infrared image into the fused one.
+- gradient   || |grad F| - max(|grad A|, |grad B|) ||_1 with Sobel magnitudes: keep the strongest
+  texture/edges of either source (visible detail, thermal contours).
+- ssim       1 - (SSIM(F, A) + SSIM(F, B)) / 2: preserve local structure of both sources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """|d/dx| + |d/dy| of an (N, 1, H, W) image with 3x3 Sobel kernels, replicate padding."""
+    k = torch.stack((_SOBEL_X, _SOBEL_X.t())).unsqueeze(1).to(x)
+    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
+    return g.abs().sum(dim=1, keepdim=True)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    r = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(r ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11) -> torch.Tensor:
+    """Mean SSIM of two (N, 1, H, W) images in [0, 1] (Gaussian 11x11, sigma 1.5, C1=1e-4, C2=9e-4)."""
+    w = _gaussian_window(window).to(x)
+    pad = window // 2
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(t, (pad, pad, pad, pad), mode="replicate"), w)
+
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    c1, c2 = 1e-4, 9e-4
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.mean()
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the three terms (defaults: SeAFusion's 1:10 intensity/gradient balance plus SSIM)."""
+
+    intensity: float = 1.0
+    gradient: float = 10.0
+    ssim: float = 1.0
+
+
+def fusion_loss(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                weights: LossWeights = LossWeights()) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted sum of the three terms for fused F and sources A (e.g. IR) and B (e.g. visible luma)."""
+    l_int = F.l1_loss(fused, torch.maximum(a, b))
+    l_grad = F.l1_loss(sobel_magnitude(fused), torch.maximum(sobel_magnitude(a), sobel_magnitude(b)))
+    l_ssim = 1.0 - 0.5 * (ssim(fused, a) + ssim(fused, b))
+    total = weights.intensity * l_int + weights.gradient * l_grad + weights.ssim * l_ssim
+    return total, {"intensity": l_int.item(), "gradient": l_grad.item(), "ssim": l_ssim.item()}

@@ -1,0 +1,187 @@
+"""Plain fusion training (`tim train`): one path for CPU, CUDA (mixed precision) and torchrun DDP.
+
+Batches are drawn from a generator seeded by (seed, step, rank), so a resumed run sees exactly the
+batches the uninterrupted run would have seen; checkpoints hold model, optimizer, scheduler, step
+and RNG state and are written atomically every `ckpt_every` steps.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from .config import dump_config
+from .data import center_crops, load_pairs, sample_batch
+from .genotype import load_genotype
+from .losses import LossWeights, fusion_loss
+from .network import FusionNet
+from .runtime import load_bundle, pick_device, save_bundle
+
+
+@dataclass
+class TrainConfig:
+    genotype: str = "tim_light"  # built-in genotype name or JSON path (ignored when init is set)
+    init: str = ""  # optional bundle to start from (fine-tuning, adaptation)
+    data: list = field(default_factory=lambda: ["../shared/data/msrs", "../shared/data/roadscene"])
+    val_fraction: float = 0.2  # share of pairs (by name hash) held back for validation
+    out: str = "runs/train"  # checkpoints, TensorBoard logs, the exported bundle
+    export: str = ""  # where to write the final bundle (default: OUT/bundle)
+    steps: int = 3000
+    batch: int = 8
+    crop: int = 128  # random square crops; small crops keep CPU training feasible
+    lr: float = 2e-3  # AdamW peak learning rate
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100  # linear warm-up, then cosine decay to zero
+    w_intensity: float = 1.0
+    w_gradient: float = 10.0
+    w_ssim: float = 1.0
+    ckpt_every: int = 100  # a kill loses at most this many steps
+    val_every: int = 250
+    val_crop: int = 256
+    val_images: int = 16  # fixed centre crops for the validation loss curve
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # float16 autocast + grad scaling, CUDA only
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    eval_metrics: bool = True  # fusion metrics on the full validation images at the end
+    eval_limit: int = 0  # evaluate at most this many validation pairs (0: all)
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return f
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _dist_info() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def build_model(cfg: TrainConfig) -> FusionNet:
+    if cfg.init:
+        return load_bundle(cfg.init)[0]
+    return FusionNet(load_genotype(cfg.genotype))
+
+
+def train(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
+    """Train, checkpoint, validate, and export a bundle; returns the bundle path."""
+    rank, world = _dist_info()
+    device = pick_device(cfg.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+
+    train_set = load_pairs(cfg.data, "train", cfg.val_fraction)
+    val_set = load_pairs(cfg.data, "val", cfg.val_fraction)
+    val_a, val_b = (t.to(device) for t in center_crops(val_set, cfg.val_crop, cfg.val_images))
+
+    net = build_model(cfg).to(device)
+    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim)
+    start = 0
+    if resume:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"{ckpt_path}: no checkpoint to resume; start without --resume")
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        start = state["step"]
+
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out / "tb"))
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", disable=rank != 0,
+               dynamic_ncols=True)
+    t_last, seen = time.perf_counter(), 0
+    for step in bar:
+        model.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 131 + rank)
+        a, b = (t.to(device, non_blocking=True) for t in sample_batch(train_set, cfg.batch, cfg.crop, gen))
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            fused = model(a, b)
+        loss, terms = fusion_loss(fused.float(), a, b, weights)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        seen += cfg.batch * world
+        done = step + 1
+        if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
+            rate = seen / (time.perf_counter() - t_last)
+            t_last, seen = time.perf_counter(), 0
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
+            writer.add_scalar("train/loss", loss.item(), done)
+            for k, v in terms.items():
+                writer.add_scalar(f"train/{k}", v, done)
+            writer.add_scalar("train/lr", sched.get_last_lr()[0], done)
+            writer.add_scalar("train/images_per_s", rate, done)
+        if rank == 0 and (done % cfg.val_every == 0 or done == cfg.steps):
+            validate(net, val_a, val_b, weights, writer, done)
+        if rank == 0 and (done % cfg.ckpt_every == 0 or done == cfg.steps):
+            save_atomic({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(), "step": done,
+                         "config": asdict(cfg)}, ckpt_path)
+    bar.close()
+    if world > 1:
+        dist.barrier()
+    bundle = Path(cfg.export) if cfg.export else out / "bundle"
+    if rank == 0:
+        card = {"task": "fusion", "genotype": net.genotype.name, "data": list(cfg.data),
+                "split": f"name hash, validation fraction {cfg.val_fraction}", "steps": cfg.steps,
+                "command": command, "config": dump_config(cfg)}
+        save_bundle(bundle, net.cpu(), card)
+        if cfg.eval_metrics:
+            from .report import evaluate_on_validation
+            evaluate_on_validation(bundle, cfg.data, cfg.val_fraction, out / "val", cfg.eval_limit)
+        writer.close()
+    if world > 1:
+        dist.destroy_process_group()
+    return bundle
+
+
+def validate(net: FusionNet, a: torch.Tensor, b: torch.Tensor, weights: LossWeights, writer, step: int) -> float:
+    """Validation loss on fixed centre crops, logged with an IR | VIS | fused image grid."""
+    net.eval()
+    with torch.no_grad():
+        fused = net(a, b).clamp(0, 1)
+        loss, _ = fusion_loss(fused, a, b, weights)
+    writer.add_scalar("val/loss", loss.item(), step)
+    grid = torch.cat([a[:4], b[:4], fused[:4]], dim=3)  # each row: IR | VIS | fused
+    writer.add_images("val/ir_vis_fused", grid, step)
+    return loss.item()
