@@ -33,6 +33,14 @@ class BundleError(ValueError):
     """A model bundle that cannot be used; the message names the file or key and the fix."""
 
 
+class InputError(ValueError):
+    """An input pair that cannot be fused; `reason` is a short counter name (e.g. size_mismatch)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def models_dirs() -> list[Path]:
     """Where bundles are looked up by name: $TIM_MODELS_DIR, the source checkout, the installed share/."""
     dirs = [Path(os.environ["TIM_MODELS_DIR"])] if os.environ.get("TIM_MODELS_DIR") else []
@@ -133,13 +141,23 @@ def pick_device(device: str) -> torch.device:
     raise ValueError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
 
 
+@dataclass(frozen=True)
+class Detection:
+    """One detected object: class index and name from the bundle's card, score in [0, 1], box in pixels."""
+
+    class_id: int
+    label: str
+    score: float
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the fused image
+
+
 @dataclass
 class FusionResult:
     """Output of one fusion: the fused image (uint8, visible image's layout), task outputs, timings in ms."""
 
     fused: np.ndarray
-    mask: np.ndarray | None = None
-    detections: list = field(default_factory=list)
+    mask: np.ndarray | None = None  # (H, W) uint8 class ids, 255 = unlabeled (bundles with a segmentation head)
+    detections: list[Detection] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -147,9 +165,17 @@ def _check_image(img: np.ndarray, role: str) -> None:
     if not isinstance(img, np.ndarray):
         raise TypeError(f"{role} image must be a numpy array, got {type(img).__name__}")
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
-        raise ValueError(f"{role} image must be (H, W) or (H, W, 3), got shape {img.shape}")
+        raise InputError("bad_shape", f"{role} image must be (H, W) or (H, W, 3), got shape {img.shape}")
     if img.shape[0] == 0 or img.shape[1] == 0:
-        raise ValueError(f"{role} image is empty (shape {img.shape})")
+        raise InputError("empty_image", f"{role} image is empty (shape {img.shape})")
+
+
+def _unit(img: np.ndarray, role: str, norm: str, value_range: tuple[float, float]) -> np.ndarray:
+    try:
+        return to_unit(img, norm, value_range)
+    except ValueError as e:
+        reason = "non_finite" if "NaN" in str(e) else "bad_pixel_type"
+        raise InputError(reason, f"{role} image: {e}") from None
 
 
 class Fuser:
@@ -176,15 +202,15 @@ class Fuser:
     def _prepare(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         _check_image(ir, "infrared")
         _check_image(vis, "visible")
-        ir_u = to_unit(ir, self.ir_norm, self.ir_range)
+        ir_u = _unit(ir, "infrared", self.ir_norm, self.ir_range)
         if ir_u.ndim == 3:
             ir_u = luma(ir_u)
-        vis_u = to_unit(vis, "minmax", self.ir_range)
+        vis_u = _unit(vis, "visible", "minmax", self.ir_range)
         ycc = rgb_to_ycbcr(vis_u) if vis_u.ndim == 3 else None
         vis_y = ycc[..., 0] if ycc is not None else vis_u
         if ir_u.shape != vis_y.shape:
             if self.size_mismatch == "reject":
-                raise ValueError(f"infrared {ir_u.shape[:2]} and visible {vis_y.shape[:2]} sizes differ; "
+                raise InputError("size_mismatch", f"infrared {ir_u.shape[:2]} and visible {vis_y.shape[:2]} sizes differ; "
                                  "register the cameras or set size_mismatch to resize_ir / resize_vis")
             if self.size_mismatch == "resize_ir":
                 ir_u = cv2.resize(ir_u, vis_y.shape[::-1], interpolation=cv2.INTER_LINEAR)

@@ -1,0 +1,194 @@
+"""The fusion node over real ROS 2 DDS: a node subprocess started as the launch file describes, real pairs in,
+fused images out with the reference header, parameters read back, a bad-input barrage survived."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2 wheels) not installed; run `make test`")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+
+from tim_core.files import read_image  # noqa: E402
+
+from conftest import SAMPLES  # noqa: E402
+from rosgraph import DOMAIN_ID, image_msg, spin_until, start_node, stop_node  # noqa: E402
+
+IR = read_image(SAMPLES / "ir" / "00055D.png")
+VIS = read_image(SAMPLES / "vis" / "00055D.png")
+_clock = [time.time_ns()]  # near the wall clock, so end-to-end latency (publish time - stamp) is meaningful
+
+
+def next_stamp(jump_s: float = 0.1) -> int:
+    """Strictly increasing stamps (10 Hz by default): the node rejects a camera's stamp going backwards."""
+    _clock[0] += int(jump_s * 1e9)
+    return _clock[0]
+
+
+class Probe:
+    """Publishes IR/VIS, records fused images and diagnostics."""
+
+    def __init__(self, context, ns: str, compressed: bool = False):
+        self.node = rclpy.create_node("probe")
+        kind = CompressedImage if compressed else Image
+        suffix = "/compressed" if compressed else ""
+        self.pub_ir = self.node.create_publisher(kind, f"{ns}/cam/ir/image{suffix}", qos_profile_sensor_data)
+        self.pub_vis = self.node.create_publisher(kind, f"{ns}/cam/vis/image{suffix}", qos_profile_sensor_data)
+        self.fused: list[Image] = []
+        self.diag: list[dict[str, str]] = []
+        self.node.create_subscription(Image, f"{ns}/fused/image", self.fused.append,
+                                      QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if "fusion" in status.name:
+                level = int.from_bytes(status.level, "little") if isinstance(status.level, bytes) else int(status.level)
+                self.diag.append({kv.key: kv.value for kv in status.values} | {"_level": level})
+
+    def wait_matched(self, timeout: float = 30.0) -> None:
+        ok = spin_until(self.node, lambda: self.pub_ir.get_subscription_count() > 0
+                        and self.pub_vis.get_subscription_count() > 0, timeout)
+        assert ok, "the node's subscriptions never matched"
+        spin_until(self.node, lambda: False, 1.0)  # LARGE_DATA settles ~1 s after matching
+
+    def send(self, ir_msg, vis_msg) -> None:
+        self.pub_ir.publish(ir_msg)
+        self.pub_vis.publish(vis_msg)
+
+    def drops(self, reason: str) -> int:
+        return int(self.diag[-1].get(f"drops_{reason}", 0)) if self.diag else 0
+
+    def send_and_expect_drop(self, ir_msg, vis_msg, reason: str) -> None:
+        """Send one bad pair and wait until diagnostics count it (one at a time: latest pair wins)."""
+        before = self.drops(reason)
+        self.send(ir_msg, vis_msg)
+        assert spin_until(self.node, lambda: self.drops(reason) > before, 15.0), \
+            f"diagnostics never counted a {reason} drop: {self.diag[-1:]}"
+
+    def good_pair_answered(self, tries: int = 5) -> Image:
+        for _ in range(tries):
+            stamp = next_stamp()
+            before = len(self.fused)
+            self.send(image_msg(IR, "mono8", stamp, "ir_cam"), image_msg(VIS, "rgb8", stamp, "vis_cam"))
+            if spin_until(self.node, lambda: any(_stamp_ns(m) == stamp for m in self.fused[before:]), 10.0):
+                return next(m for m in self.fused[before:] if _stamp_ns(m) == stamp)
+        raise AssertionError("no fused image for a good pair")
+
+
+def _stamp_ns(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+@pytest.fixture
+def context():
+    rclpy.init(domain_id=DOMAIN_ID)
+    yield None
+    rclpy.shutdown()
+
+
+@pytest.fixture
+def node_reject(tmp_path, tiny_bundle):
+    proc = start_node(tmp_path, "-r", "__ns:=/t1", "-r", "ir/image:=cam/ir/image", "-r", "vis/image:=cam/vis/image",
+                      "-p", f"model:={tiny_bundle}", "-p", "device:=cpu", "-p", "size_mismatch:=reject",
+                      "-p", "diagnostic_period:=0.3")
+    yield proc
+    stop_node(proc)
+    print((tmp_path / "node.log").read_text())
+
+
+def test_fused_image_carries_reference_header_and_parameters(context, node_reject) -> None:
+    t = Probe(context, "/t1")
+    t.wait_matched()
+    fused = t.good_pair_answered()
+    assert fused.header.frame_id == "vis_cam"  # reference_camera: vis
+    assert (fused.height, fused.width, fused.encoding) == (480, 640, "rgb8")
+    client = AsyncParameterClient(t.node, "/t1/fusion_node")
+    assert client.wait_for_services(10.0)
+    future = client.get_parameters(["sync_slop", "reference_camera", "size_mismatch", "model"])
+    assert spin_until(t.node, future.done, 10.0)
+    values = [v for v in future.result().values]
+    assert values[0].double_value == pytest.approx(0.02)
+    assert values[1].string_value == "vis" and values[2].string_value == "reject"
+    assert values[3].string_value.endswith("tiny_bundle")
+    assert node_reject.poll() is None
+
+
+def test_bad_input_barrage_is_survived(context, node_reject) -> None:
+    t = Probe(context, "/t1")
+    t.wait_matched()
+    t.good_pair_answered()
+    good_vis = lambda s: image_msg(VIS, "rgb8", s, "vis_cam")  # noqa: E731
+    s = next_stamp()
+    bad = image_msg(IR, "mono8", s, "ir_cam")
+    bad.encoding = "yuv422"
+    t.send_and_expect_drop(bad, good_vis(s), "unsupported_encoding")
+    s = next_stamp()
+    small = image_msg(IR[:240, :320].copy(), "mono8", s, "ir_cam")
+    t.send_and_expect_drop(small, good_vis(s), "size_mismatch")  # under size_mismatch: reject
+    s = next_stamp()
+    nan_ir = IR.astype(np.float32)
+    nan_ir[10, 10] = np.nan
+    t.send_and_expect_drop(image_msg(nan_ir, "32FC1", s, "ir_cam"), good_vis(s), "non_finite")
+    s = next_stamp()
+    empty = image_msg(IR, "mono8", s, "ir_cam")
+    empty.height, empty.width, empty.step, empty.data = 0, 0, 0, b""
+    t.send_and_expect_drop(empty, good_vis(s), "empty_image")
+    t.send_and_expect_drop(image_msg(IR, "mono8", 0, "ir_cam"), good_vis(next_stamp()), "zero_stamp")
+    s = next_stamp()
+    t.send_and_expect_drop(image_msg(IR, "mono8", s, "ir_cam"), good_vis(s + 2_000_000_000), "too_old")  # 2 s apart
+    next_stamp(3.0)  # both cameras continue after the far stamp
+    assert t.good_pair_answered().header.frame_id == "vis_cam"
+    assert node_reject.poll() is None, "the node died on bad input"
+    assert any(d["_level"] == 1 for d in t.diag), "diagnostics never turned WARN on drops"
+    last = t.diag[-1]
+    assert float(last["fuse_ms_p50"]) > 0 and float(last["end_to_end_ms_p95"]) != 0
+
+
+def test_compressed_transport_and_garbage_bytes(context, tmp_path, tiny_bundle) -> None:
+    proc = start_node(tmp_path, "-r", "__ns:=/t2", "-r", "ir/image/compressed:=cam/ir/image/compressed",
+                      "-r", "vis/image/compressed:=cam/vis/image/compressed", "-p", f"model:={tiny_bundle}",
+                      "-p", "device:=cpu", "-p", "input_transport:=compressed", "-p", "reference_camera:=ir")
+    try:
+        import cv2
+        from std_msgs.msg import Header
+        from builtin_interfaces.msg import Time
+
+        t = Probe(context, "/t2", compressed=True)
+        t.wait_matched()
+
+        def jpeg(img, stamp, frame):
+            ok, buf = cv2.imencode(".png", img if img.ndim == 2 else img[..., ::-1])
+            hdr = Header(stamp=Time(sec=stamp // 10 ** 9, nanosec=stamp % 10 ** 9), frame_id=frame)
+            return CompressedImage(header=hdr, format="png", data=buf.tobytes())
+
+        s = next_stamp()
+        garbage = jpeg(IR, s, "ir_cam")
+        garbage.data = b"\x00\x01not an image"
+        t.send(garbage, jpeg(VIS, s, "vis_cam"))
+        for _ in range(5):
+            s = next_stamp()
+            before = len(t.fused)
+            t.send(jpeg(IR, s, "ir_cam"), jpeg(VIS, s, "vis_cam"))
+            if spin_until(t.node, lambda: len(t.fused) > before, 10.0):
+                break
+        assert t.fused and t.fused[-1].header.frame_id == "ir_cam"  # reference_camera: ir
+        assert proc.poll() is None
+    finally:
+        stop_node(proc)
+
+
+def test_bad_configuration_fails_fast_with_one_message(tmp_path) -> None:
+    proc = start_node(tmp_path, "-p", "model:=/nonexistent/bundle", "-p", "sync_slop:=0.05", "-p", "device:=tpu")
+    try:
+        assert proc.wait(timeout=60) != 0
+    finally:
+        stop_node(proc)
+    log = (tmp_path / "node.log").read_text()
+    assert "configuration rejected" in log and "/nonexistent/bundle" in log and "device='tpu'" in log
