@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
+
+
+# Subcommands that live beside their concept: each module defines add_cli(subparsers), whose parsers set
+# `func` via set_defaults (and `takes_overrides=True` when they accept --field value config overrides).
+PLUGIN_MODULES = ("tim_core.search", "tim_core.meta", "tim_core.guided", "tim_core.bench", "tim_core.export")
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -129,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_arguments(p)
     p.set_defaults(func=cmd_eval)
 
+    for module in PLUGIN_MODULES:
+        try:
+            add_cli = importlib.import_module(module).add_cli
+        except (ImportError, AttributeError):
+            continue  # a subcommand module under construction; every shipped one is listed in tests
+        add_cli(sub)
+
     p = sub.add_parser("train", help="train a fusion network (unsupervised fusion loss)",
                        description="Config fields can be overridden as --field value (e.g. --steps 100).")
     p.add_argument("--config", help="YAML file mirroring TrainConfig (tim_core/configs/*.yaml)")
@@ -140,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command in ("train",):
+    if args.command == "train" or getattr(args, "takes_overrides", False):
         args.overrides = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
