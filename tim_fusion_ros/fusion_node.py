@@ -14,6 +14,7 @@ from collections import Counter
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -100,7 +101,8 @@ class FusionNode(LifecycleNode):
         try:
             self.fuser = Fuser(p["model"], device=p["device"], half=p["half"], ir_norm=p["ir_normalization"],
                                ir_range=tuple(p["ir_range"]), size_mismatch=p["size_mismatch"],
-                               threads=p["threads"] or None, warmup=True)
+                               threads=p["threads"] or None, warmup=True,
+                               score_threshold=p["score_threshold"], nms_iou=p["nms_iou"], backend=p["backend"])
         except (BundleError, ValueError, RuntimeError) as e:
             self.get_logger().error(f"activation failed: {e}")
             return TransitionCallbackReturn.FAILURE
@@ -145,6 +147,7 @@ class FusionNode(LifecycleNode):
     def image_callback(self, camera: str, msg) -> None:
         self.stats.tick(f"{camera}_in")
         if not self.active:
+            self.drops["inactive"] += 1  # configured but not activated: frames are not queued
             return
         stamp = stamp_to_ns(msg.header.stamp)
         pair = self.sync.add_ir(stamp, msg) if camera == "ir" else self.sync.add_vis(stamp, msg)
@@ -165,8 +168,14 @@ class FusionNode(LifecycleNode):
                 continue
             self._wake.clear()
             pair = self.sync.take()
-            if pair is not None and self.fuser is not None:
+            if pair is None or self.fuser is None:
+                continue
+            try:
                 self._process(pair)
+            except RCLError:
+                if not self.context.ok():
+                    return  # shutting down (Ctrl-C / SIGTERM): the publishers are gone
+                raise
 
     def _drop(self, reason: str, detail: str) -> None:
         self.drops[reason] += 1
