@@ -10,81 +10,9 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2 wheels) not installed; run `make test`")
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
-
-from tim_core.files import read_image  # noqa: E402
-
-from conftest import SAMPLES  # noqa: E402
-from rosgraph import DOMAIN_ID, image_msg, spin_until, start_node, stop_node  # noqa: E402
-
-IR = read_image(SAMPLES / "ir" / "00055D.png")
-VIS = read_image(SAMPLES / "vis" / "00055D.png")
-_clock = [time.time_ns()]  # near the wall clock, so end-to-end latency (publish time - stamp) is meaningful
-
-
-def next_stamp(jump_s: float = 0.1) -> int:
-    """Strictly increasing stamps (10 Hz by default): the node rejects a camera's stamp going backwards."""
-    _clock[0] += int(jump_s * 1e9)
-    return _clock[0]
-
-
-class Probe:
-    """Publishes IR/VIS, records fused images and diagnostics."""
-
-    def __init__(self, context, ns: str, compressed: bool = False):
-        self.node = rclpy.create_node("probe")
-        kind = CompressedImage if compressed else Image
-        suffix = "/compressed" if compressed else ""
-        self.pub_ir = self.node.create_publisher(kind, f"{ns}/cam/ir/image{suffix}", qos_profile_sensor_data)
-        self.pub_vis = self.node.create_publisher(kind, f"{ns}/cam/vis/image{suffix}", qos_profile_sensor_data)
-        self.fused: list[Image] = []
-        self.diag: list[dict[str, str]] = []
-        self.node.create_subscription(Image, f"{ns}/fused/image", self.fused.append,
-                                      QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-
-    def _on_diag(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if "fusion" in status.name:
-                level = int.from_bytes(status.level, "little") if isinstance(status.level, bytes) else int(status.level)
-                self.diag.append({kv.key: kv.value for kv in status.values} | {"_level": level})
-
-    def wait_matched(self, timeout: float = 30.0) -> None:
-        ok = spin_until(self.node, lambda: self.pub_ir.get_subscription_count() > 0
-                        and self.pub_vis.get_subscription_count() > 0, timeout)
-        assert ok, "the node's subscriptions never matched"
-        spin_until(self.node, lambda: False, 1.0)  # LARGE_DATA settles ~1 s after matching
-
-    def send(self, ir_msg, vis_msg) -> None:
-        self.pub_ir.publish(ir_msg)
-        self.pub_vis.publish(vis_msg)
-
-    def drops(self, reason: str) -> int:
-        return int(self.diag[-1].get(f"drops_{reason}", 0)) if self.diag else 0
-
-    def send_and_expect_drop(self, ir_msg, vis_msg, reason: str) -> None:
-        """Send one bad pair and wait until diagnostics count it (one at a time: latest pair wins)."""
-        before = self.drops(reason)
-        self.send(ir_msg, vis_msg)
-        assert spin_until(self.node, lambda: self.drops(reason) > before, 15.0), \
-            f"diagnostics never counted a {reason} drop: {self.diag[-1:]}"
-
-    def good_pair_answered(self, tries: int = 5) -> Image:
-        for _ in range(tries):
-            stamp = next_stamp()
-            before = len(self.fused)
-            self.send(image_msg(IR, "mono8", stamp, "ir_cam"), image_msg(VIS, "rgb8", stamp, "vis_cam"))
-            if spin_until(self.node, lambda: any(_stamp_ns(m) == stamp for m in self.fused[before:]), 10.0):
-                return next(m for m in self.fused[before:] if _stamp_ns(m) == stamp)
-        raise AssertionError("no fused image for a good pair")
-
-
-def _stamp_ns(msg) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-
+from sensor_msgs.msg import CompressedImage  # noqa: E402
+from rosgraph import DOMAIN_ID, IR, VIS, Probe, image_msg, next_stamp, spin_until, start_node, stop_node  # noqa: E402
 
 @pytest.fixture
 def context():
