@@ -120,3 +120,36 @@ def test_bad_configuration_fails_fast_with_one_message(tmp_path) -> None:
         stop_node(proc)
     log = (tmp_path / "node.log").read_text()
     assert "configuration rejected" in log and "/nonexistent/bundle" in log and "device='tpu'" in log
+
+
+def _rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_soak_memory_stays_bounded(context, tmp_path, tiny_bundle) -> None:
+    proc = start_node(tmp_path, "-r", "__ns:=/t3", "-r", "ir/image:=cam/ir/image", "-r", "vis/image:=cam/vis/image",
+                      "-p", f"model:={tiny_bundle}", "-p", "device:=cpu")
+    try:
+        t = Probe(context, "/t3")
+        t.wait_matched()
+        ir, vis = IR[::4, ::4].copy(), VIS[::4, ::4].copy()  # 160x120: many frames in a few seconds
+
+        def burst(n: int) -> None:
+            for _ in range(n):
+                s = next_stamp()
+                t.send(image_msg(ir, "mono8", s, "ir_cam"), image_msg(vis, "rgb8", s, "vis_cam"))
+                spin_until(t.node, lambda: False, 0.05)
+
+        burst(40)  # warm-up: allocator pools, DDS buffers
+        spin_until(t.node, lambda: False, 1.0)
+        before = _rss_mb(proc.pid)
+        burst(150)
+        spin_until(t.node, lambda: False, 1.0)
+        growth = _rss_mb(proc.pid) - before
+        assert len(t.fused) > 50, "the node stopped answering during the soak"
+        assert growth < 25.0, f"node RSS grew {growth:.1f} MB over 150 pairs"
+    finally:
+        stop_node(proc)
