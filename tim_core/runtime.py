@@ -27,6 +27,7 @@ from .network import FusionNet
 WEIGHTS, GENOTYPE, CARD = "model.safetensors", "genotype.json", "card.json"
 DEFAULT_MODEL = "tim_ivif_base"
 SIZE_POLICIES = ("reject", "resize_ir", "resize_vis")
+BACKENDS = ("torch", "onnxruntime")
 
 
 class BundleError(ValueError):
@@ -183,19 +184,38 @@ class Fuser:
 
     def __init__(self, model: str | Path = DEFAULT_MODEL, device: str = "auto", half: bool = False,
                  ir_norm: str = "percentile", ir_range: tuple[float, float] = (0.0, 65535.0),
-                 size_mismatch: str = "reject", threads: int | None = None, warmup: bool = True):
+                 size_mismatch: str = "reject", threads: int | None = None, warmup: bool = True,
+                 score_threshold: float = 0.3, nms_iou: float = 0.5, backend: str = "torch"):
         if size_mismatch not in SIZE_POLICIES:
             raise ValueError(f"unknown size_mismatch {size_mismatch!r}; valid: {', '.join(SIZE_POLICIES)}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
         self.device = pick_device(device)
         if half and self.device.type != "cuda":
             raise ValueError("half=True needs a CUDA device; use half=False on CPU")
+        if backend == "onnxruntime" and (half or self.device.type != "cpu"):
+            raise ValueError("backend 'onnxruntime' runs float32 on CPU; use device 'cpu' or backend 'torch'")
         if threads:
             torch.set_num_threads(threads)
         self.net, self.card, self.extra = load_bundle(model)
         self.bundle = resolve_bundle(model)
         self.dtype = torch.float16 if half else torch.float32
         self.net = self.net.to(self.device, self.dtype).eval()
+        if self.device.type == "cpu":  # oneDNN convolutions run faster channels-last (docs/performance.md)
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.backend = backend
+        if backend == "onnxruntime":
+            from .export import OnnxRuntimeNet
+            self.net = OnnxRuntimeNet.for_bundle(self.bundle, threads)
         self.ir_norm, self.ir_range, self.size_mismatch = ir_norm, ir_range, size_mismatch
+        self.heads = None  # task heads (detection / segmentation / enhancement) listed in card["heads"]
+        if self.card.get("heads"):
+            from .tasks.heads import HeadError, TaskHeads
+            try:
+                self.heads = TaskHeads(self.card, self.extra, str(self.bundle / WEIGHTS), self.device, self.dtype,
+                                       score_threshold, nms_iou)
+            except HeadError as e:
+                raise BundleError(str(e)) from None
         if warmup:
             self(np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8))
 
@@ -235,6 +255,10 @@ class Fuser:
         t1 = time.perf_counter()
         fused_y = self.fuse_luma(ir_u, vis_y)
         t2 = time.perf_counter()
+        mask, detections = None, []
+        if self.heads is not None:
+            fused_y, mask, detections = self.heads(ir_u, vis_y, fused_y)
+        t_tasks = time.perf_counter()
         if ycc is not None:
             ycc[..., 0] = fused_y
             fused = ycbcr_to_rgb(ycc)
@@ -242,5 +266,7 @@ class Fuser:
             fused = fused_y
         out = (fused * 255.0 + 0.5).astype(np.uint8)
         t3 = time.perf_counter()
-        return FusionResult(out, timings={"prepare": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3,
-                                          "finish": (t3 - t2) * 1e3})
+        timings = {"prepare": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3, "finish": (t3 - t_tasks) * 1e3}
+        if self.heads is not None:
+            timings["tasks"] = (t_tasks - t2) * 1e3
+        return FusionResult(out, mask, detections, timings)

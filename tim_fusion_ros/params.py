@@ -13,6 +13,7 @@ CHOICES = {
     "size_mismatch": ("resize_ir", "resize_vis", "reject"),
     "ir_normalization": ("minmax", "percentile", "fixed"),
     "input_transport": ("raw", "compressed"),
+    "backend": ("torch", "onnxruntime"),
 }
 RANGES = {  # name: (low, high), inclusive
     "threads": (0, 256), "sync_slop": (0.0, 10.0), "sync_queue_size": (1, 1000), "sync_watchdog": (0.1, 3600.0),
@@ -26,6 +27,7 @@ DESCRIPTIONS = {
     "device": "auto | cpu | cuda | cuda:N",
     "half": "FP16 inference (CUDA only)",
     "threads": "torch CPU threads (0: torch default)",
+    "backend": "inference engine: torch | onnxruntime (CPU, float32)",
     "sync_slop": "max IR-VIS stamp difference for a pair, seconds",
     "sync_queue_size": "frames queued per camera while waiting for a partner",
     "sync_watchdog": "seconds without a pair (both cameras streaming) before a warning",

@@ -1,0 +1,287 @@
+"""Pretext meta-initialization (PMI, `tim meta`): MAML over several fusion tasks with `functional_call`.
+
+TIM_FACTS.md, part 3: on pretext task i the inner loop takes k steps θ_i ← θ_i − α ∇ℓ_F(θ_i; support_i)
+from θ_i = ω (k = 1 in the paper); the outer loop minimises Σ_i w_i ℓ_F(θ_i(ω); query_i) over ω with Adam,
+and the result ω* initializes θ_F for a new kind of fusion. A task is a paired data set with the same
+unsupervised fusion loss (colour sources fuse in luma). First order drops the Hessian terms (the outer
+gradient is ∇ℓ_F at θ_i); second order differentiates through the inner steps. With k = 0 the same loop
+is joint multi-task training, the control of the experiment in bench/meta_experiment.py.
+
+Tasks are sampled balanced: slot s of the run takes position s mod n of a permutation of the n tasks
+seeded by (seed, s div n), so every task is drawn once per round and a resumed run draws exactly what
+the uninterrupted one would have; the draws are logged to OUT/tasks.jsonl, TensorBoard and the card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.func import functional_call
+from tqdm import tqdm
+
+from .config import dump_config
+from .data import PairSet, load_pairs, sample_batch
+from .genotype import Genotype, load_genotype
+from .losses import LossWeights, fusion_loss
+from .network import FusionNet, count_parameters
+from .runtime import save_bundle
+
+ALL_TASKS = ["../shared/data/msrs", "../shared/data/roadscene", "../shared/data/medical/mri_ct",
+             "../shared/data/medical/mri_pet", "../shared/data/medical/mri_spect",
+             "../shared/data/multi_exposure", "../shared/data/multi_focus"]
+
+
+@dataclass
+class MetaConfig:
+    genotype: str = "tim_light"  # built-in name or JSON path
+    width: int = 8  # overrides the genotype's width (0 keeps it): narrow enough to meta-train on a CPU
+    tasks: list = field(default_factory=lambda: list(ALL_TASKS))  # one pretext task per data set
+    task_weights: list = field(default_factory=list)  # outer loss weight per task (empty: all 1)
+    val_fraction: float = 0.2  # name-hash validation split, never trained on
+    out: str = "runs/meta"  # checkpoint, task log, TensorBoard
+    export: str = ""  # the initialization bundle (default OUT/bundle)
+    steps: int = 400  # outer steps
+    meta_batch: int = 2  # tasks per outer step
+    inner_steps: int = 1  # k; 1 as in TIM, 0 turns the loop into joint multi-task training
+    inner_lr: float = 0.05  # alpha of the inner SGD steps
+    first_order: bool = True  # second order costs ~2-3x per step on CPU
+    outer_lr: float = 2e-3  # Adam on omega
+    batch: int = 4  # support and query batch size, each
+    crop: int = 64
+    w_intensity: float = 1.0
+    w_gradient: float = 10.0
+    w_ssim: float = 1.0
+    bn_batches: int = 8  # BatchNorm statistics re-estimated on this many batches before export
+    ckpt_every: int = 50
+    log_every: int = 10
+    seed: int = 0
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    eval_metrics: bool = True  # validation metrics per task in the card
+    eval_limit: int = 8  # validation pairs per task for those metrics (0: all)
+
+
+def task_name(spec: str) -> str:
+    """The task's name: its data set folder ('../shared/data/medical/mri_ct' -> 'mri_ct')."""
+    return Path(spec.split(":")[0]).name
+
+
+def build_genotype(cfg: MetaConfig) -> Genotype:
+    """The configured genotype at the configured width (named e.g. tim_light_w8)."""
+    g = load_genotype(cfg.genotype)
+    if cfg.width and cfg.width != g.width:
+        g = dataclasses.replace(g, name=f"{g.name}_w{cfg.width}", width=cfg.width)
+    return g
+
+
+def architecture(net: FusionNet) -> str:
+    """One line for a card: cells, width and parameter count."""
+    cells = "; ".join(f"{c.type} [{', '.join(c.ops)}]" for c in net.genotype.cells)
+    return f"{net.genotype.name}: width {net.genotype.width}, cells {cells}, {count_parameters(net):,} parameters"
+
+
+def task_schedule(n_tasks: int, meta_batch: int, step: int, seed: int) -> list[int]:
+    """Task indices of outer step `step`: balanced (each task once per round), fixed by (seed, step)."""
+    out = []
+    for slot in range(step * meta_batch, (step + 1) * meta_batch):
+        rnd, pos = divmod(slot, n_tasks)
+        perm = torch.randperm(n_tasks, generator=torch.Generator().manual_seed(seed * 1_000_003 + rnd))
+        out.append(int(perm[pos]))
+    return out
+
+
+def inner_adapt(model: torch.nn.Module, params: dict[str, torch.Tensor], a: torch.Tensor, b: torch.Tensor,
+                weights: LossWeights, lr: float, steps: int, create_graph: bool) -> dict[str, torch.Tensor]:
+    """k functional SGD steps on a support batch; `params` is never modified (new tensors are returned)."""
+    for _ in range(steps):
+        loss, _ = fusion_loss(functional_call(model, params, (a, b)), a, b, weights)
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph, allow_unused=True)
+        params = {n: p if g is None else p - lr * g for (n, p), g in zip(params.items(), grads)}
+        if not create_graph:  # first order: the next step starts from plain leaves, no history to omega
+            params = {n: p.detach().requires_grad_() for n, p in params.items()}
+    return params
+
+
+Episode = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]  # support a, b, query a, b, weight
+
+
+def meta_gradient(model: torch.nn.Module, episodes: list[Episode], weights: LossWeights, inner_lr: float,
+                  inner_steps: int, first_order: bool) -> list[float]:
+    """Add the outer gradient of mean_i w_i ℓ_F(θ_i(ω); query_i) to ω.grad; returns the query losses."""
+    omega = dict(model.named_parameters())
+    losses = []
+    for sa, sb, qa, qb, w in episodes:
+        start = {n: p.detach().requires_grad_() for n, p in omega.items()} if first_order else omega
+        theta = inner_adapt(model, start, sa, sb, weights, inner_lr, inner_steps, create_graph=not first_order)
+        q_loss, _ = fusion_loss(functional_call(model, theta, (qa, qb)), qa, qb, weights)
+        scale = w / len(episodes)
+        if first_order:
+            grads = torch.autograd.grad(q_loss, list(theta.values()), allow_unused=True)
+            for p, g in zip(omega.values(), grads):
+                if g is not None:
+                    p.grad = scale * g if p.grad is None else p.grad + scale * g
+        else:
+            (scale * q_loss).backward()
+        losses.append(q_loss.item())
+    return losses
+
+
+def outer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, tasks: list[PairSet], task_weights: list[float],
+               cfg: MetaConfig, step: int) -> tuple[list[int], list[float]]:
+    """One outer update of ω: balanced task draw, support/query batches seeded by (seed, step), Adam step."""
+    model.train()
+    idx = task_schedule(len(tasks), cfg.meta_batch, step, cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 131)
+    episodes = []
+    for i in idx:
+        support = sample_batch(tasks[i], cfg.batch, cfg.crop, gen) if cfg.inner_steps else (None, None)
+        episodes.append((*support, *sample_batch(tasks[i], cfg.batch, cfg.crop, gen), task_weights[i]))
+    opt.zero_grad(set_to_none=True)
+    weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim)
+    losses = meta_gradient(model, episodes, weights, cfg.inner_lr, cfg.inner_steps, cfg.first_order)
+    opt.step()
+    return idx, losses
+
+
+def passes_per_step(cfg: MetaConfig) -> int:
+    """Forward+backward passes of one outer step (the unit of 'equal compute' in the experiment)."""
+    return cfg.meta_batch * (cfg.inner_steps + 1)
+
+
+def _trim_log(path: Path, upto: int) -> None:
+    if path.is_file():
+        kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= upto]
+        path.write_text("".join(ln + "\n" for ln in kept))
+
+
+def run_meta(cfg: MetaConfig, resume: bool = False, command: str = "") -> Path:
+    """Meta-train an initialization with checkpoints and resume; export it as a bundle; returns its path."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from .adapt import recalibrate_bn
+    from .train import save_atomic
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    names = [task_name(s) for s in cfg.tasks]
+    task_weights = [float(w) for w in cfg.task_weights] or [1.0] * len(cfg.tasks)
+    if len(task_weights) != len(cfg.tasks):
+        raise ValueError(f"task_weights has {len(task_weights)} entries for {len(cfg.tasks)} tasks; give one per task")
+    tasks = [load_pairs([s], "train", cfg.val_fraction) for s in cfg.tasks]
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = out / "checkpoint.pt", out / "tasks.jsonl"
+    torch.manual_seed(cfg.seed)
+    net = FusionNet(build_genotype(cfg))
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.outer_lr)
+    counts, start = [0] * len(tasks), 0
+    if resume:
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"{ckpt_path}: no checkpoint to resume; start without --resume")
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        counts, start = state["task_counts"], state["step"]
+        _trim_log(log_path, start)
+    elif log_path.exists():
+        log_path.unlink()
+    writer = SummaryWriter(str(out / "tb"))
+    with log_path.open("a") as log, tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="meta",
+                                          dynamic_ncols=True) as bar:
+        for step in bar:
+            idx, losses = outer_step(net, opt, tasks, task_weights, cfg, step)
+            done = step + 1
+            for i, loss in zip(idx, losses):
+                counts[i] += 1
+                writer.add_scalar(f"query_loss/{names[i]}", loss, done)
+            log.write(json.dumps({"step": done, "tasks": [names[i] for i in idx], "query_loss": losses}) + "\n")
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                mean = sum(losses) / len(losses)
+                bar.set_postfix(query_loss=f"{mean:.4f}", tasks="+".join(names[i] for i in idx))
+                writer.add_scalar("meta/query_loss", mean, done)
+                writer.add_scalars("meta/task_counts", dict(zip(names, counts)), done)
+            if done % cfg.ckpt_every == 0 or done == cfg.steps:
+                log.flush()
+                save_atomic({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": done,
+                             "task_counts": counts, "config": asdict(cfg)}, ckpt_path)
+    writer.close()
+    recalibrate_bn(net, tasks, cfg.bn_batches, cfg.batch, cfg.crop, cfg.seed)
+    bundle = Path(cfg.export) if cfg.export else out / "bundle"
+    card = {"task": "fusion initialization (PMI)", "genotype": net.genotype.name,
+            "architecture": architecture(net), "data": list(cfg.tasks),
+            "split": f"name hash, validation fraction {cfg.val_fraction}", "steps": cfg.steps,
+            "method": f"{'first' if cfg.first_order else 'second'}-order MAML, k={cfg.inner_steps} SGD inner "
+                      f"step(s) at alpha={cfg.inner_lr}, Adam outer lr {cfg.outer_lr}, {cfg.meta_batch} tasks/step",
+            "task_counts": dict(zip(names, counts)), "command": command, "config": dump_config(cfg)}
+    save_bundle(bundle, net, card)
+    if cfg.eval_metrics:
+        record_task_validation(bundle, cfg.tasks, cfg.val_fraction, out / "val", cfg.eval_limit)
+    return bundle
+
+
+def _mean(values: list) -> float | None:
+    """Mean of the values that exist (a metric undefined on one task, e.g. NaN recorded as null, is skipped)."""
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def record_task_validation(bundle: Path, specs: list[str], val_fraction: float, out: Path, limit: int) -> dict:
+    """Validation metrics per task (and their mean over tasks) next to the mean/max baselines, in the card."""
+    from .report import evaluate_on_validation
+    from .runtime import CARD
+
+    per_task = {task_name(s): evaluate_on_validation(bundle, [s], val_fraction, out / task_name(s), limit)
+                for s in specs}
+    keys = ("model", "baseline_mean", "baseline_max")
+    macro = {k: {m: _mean([v[k][m] for v in per_task.values()]) for m in next(iter(per_task.values()))[k]}
+             for k in keys}
+    card = json.loads((Path(bundle) / CARD).read_text())
+    card["validation"] = {"convention": per_task[task_name(specs[0])]["convention"],
+                          "n": sum(v["n"] for v in per_task.values()), "averaged_over": "tasks", **macro,
+                          "per_task": {t: {k: v[k] for k in ("n", *keys)} for t, v in per_task.items()}}
+    (Path(bundle) / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    return card["validation"]
+
+
+def cmd_meta(args: argparse.Namespace) -> int:
+    """`tim meta --config FILE [--resume] [--field value ...]`."""
+    from .config import ConfigError, load_config, parse_overrides
+    from .files import ImageFileError
+    from .genotype import GenotypeError
+
+    try:
+        cfg = load_config(MetaConfig, args.config, parse_overrides(args.overrides))
+        command = " ".join(["tim meta", *(["--config", args.config] if args.config else []), *args.overrides])
+        bundle = run_meta(cfg, resume=args.resume, command=command)
+    except (ConfigError, ImageFileError, GenotypeError, FileNotFoundError, ValueError) as e:
+        print(f"tim meta: {e}", file=sys.stderr)
+        return 2
+    print(f"tim meta: initialization bundle written to {bundle}")
+    return 0
+
+
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    """Register `tim meta` and `tim adapt`."""
+    from .adapt import cmd_adapt
+
+    p = sub.add_parser("meta", help="meta-learn a fusion initialization over several tasks (PMI)",
+                       description="Config fields can be overridden as --field value (e.g. --steps 100).")
+    p.add_argument("--config", help="YAML file mirroring MetaConfig (tim_core/configs/meta_*.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt at its step")
+    p.set_defaults(func=cmd_meta, takes_overrides=True)
+
+    p = sub.add_parser("adapt", help="adapt an initialization bundle to a new pair set",
+                       description="Fine-tunes with the fusion loss on the pairs' training split; other "
+                                   "AdaptConfig fields can be given as --field value (e.g. --lr 5e-4).")
+    p.add_argument("--init", required=True, help="initialization bundle (e.g. models/tim_meta_init)")
+    p.add_argument("--a", required=True, help="folder of modality A (e.g. MRI)")
+    p.add_argument("--b", required=True, help="folder of modality B (e.g. PET, SPECT, CT), paired by stem")
+    p.add_argument("--steps", type=int, required=True, help="adaptation steps K")
+    p.add_argument("--out", help="bundle to write (default runs/adapt/<data set>/bundle)")
+    p.add_argument("--config", help="YAML file mirroring AdaptConfig")
+    p.set_defaults(func=cmd_adapt, takes_overrides=True)
