@@ -28,6 +28,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     """Fuse single files or folders paired by stem; never skips silently."""
     from .files import ImageFileError, pair_paths, read_image, write_image
     from .runtime import BundleError, Fuser
+    from .tasks.boxes import coco_results
 
     try:
         pairs, unpaired = pair_paths(args.ir, args.vis)
@@ -38,14 +39,21 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     failed = [(name, reason) for name, reason in unpaired]
-    done = 0
+    done, coco = 0, []  # detections in the COCO results format (image_id = file stem) when the bundle detects
     for pair in tqdm(pairs, desc="fusing", unit="pair", disable=args.quiet or len(pairs) < 2):
         try:
             result = fuser(read_image(pair.a), read_image(pair.b))
             write_image(out / f"{pair.name}.png", result.fused)
+            if result.mask is not None:
+                write_image(out / "masks" / f"{pair.name}.png", result.mask)
+            dets = result.detections
+            coco += coco_results(pair.name, [d.box for d in dets], [d.score for d in dets], [d.class_id for d in dets])
             done += 1
         except (ImageFileError, ValueError) as e:
             failed.append((pair.name, str(e)))
+    if "detection" in fuser.card.get("heads", []):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "detections.json").write_text(json.dumps(coco) + "\n")
     for name, reason in failed:
         print(f"  failed {name}: {reason}", file=sys.stderr)
     print(f"tim fuse: {done} fused, {len(failed)} failed -> {out}")

@@ -1,0 +1,96 @@
+"""Box annotations in and out: YOLO txt and Pascal VOC xml readers, COCO results, COCO-style mAP.
+
+Boxes are numpy (n, 4) float32 (x1, y1, x2, y2) in pixels, classes (n,) int64 indices into a class list.
+mAP@0.5 and mAP@0.5:0.95 come from faster-coco-eval (the COCO protocol: 101-point interpolated AP,
+averaged over the classes that have ground truth).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+
+class LabelError(ValueError):
+    """An annotation file that cannot be read; the message names the file and the line or field."""
+
+
+def read_yolo(path: str | Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """'class cx cy w h' lines normalised by the image size -> (boxes in pixels, classes); empty file: none."""
+    path = Path(path)
+    boxes, classes = [], []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            c, cx, cy, w, h = int(parts[0]), *(float(v) for v in parts[1:5])
+        except (ValueError, TypeError):
+            raise LabelError(f"{path}:{n}: expected 'class cx cy w h', got {line.strip()!r}") from None
+        boxes.append(((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height))
+        classes.append(c)
+    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(classes, np.int64)
+
+
+def read_voc(path: str | Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """A Pascal VOC xml -> (boxes in pixels, class indices into `classes`, (width, height))."""
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, FileNotFoundError) as e:
+        raise LabelError(f"{path}: not a readable VOC xml ({e})") from None
+    size = root.find("size")
+    wh = (int(size.findtext("width", "0")), int(size.findtext("height", "0"))) if size is not None else (0, 0)
+    boxes, ids = [], []
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        if name not in classes:
+            raise LabelError(f"{path}: class {name!r} is not in the class list {classes}; add it to `classes`")
+        bb = obj.find("bndbox")
+        if bb is None:
+            raise LabelError(f"{path}: object {name!r} has no bndbox")
+        boxes.append(tuple(float(bb.findtext(k, "nan")) for k in ("xmin", "ymin", "xmax", "ymax")))
+        ids.append(classes.index(name))
+    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(ids, np.int64), wh
+
+
+def coco_results(image_id: str | int, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> list[dict]:
+    """Detections of one image in the COCO results format (bbox = [x, y, w, h] in pixels)."""
+    return [{"image_id": image_id, "category_id": int(c),
+             "bbox": [round(float(b[0]), 2), round(float(b[1]), 2),
+                      round(float(b[2] - b[0]), 2), round(float(b[3] - b[1]), 2)],
+             "score": round(float(s), 5)} for b, s, c in zip(boxes, scores, classes)]
+
+
+def coco_map(ground_truth: list[tuple[np.ndarray, np.ndarray]],
+             predictions: list[tuple[np.ndarray, np.ndarray, np.ndarray]], num_classes: int) -> dict[str, float]:
+    """{'map50', 'map'} (mAP@0.5, mAP@0.5:0.95) of per-image predictions (boxes, scores, classes) vs (boxes, classes)."""
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    images, annotations, results = [], [], []
+    for i, ((g_boxes, g_cls), (p_boxes, p_scores, p_cls)) in enumerate(zip(ground_truth, predictions)):
+        images.append({"id": i})
+        for b, c in zip(g_boxes, g_cls):
+            w, h = float(b[2] - b[0]), float(b[3] - b[1])
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(c) + 1,
+                                "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h, "iscrowd": 0})
+        for r in coco_results(i, p_boxes, p_scores, p_cls):
+            results.append({**r, "category_id": r["category_id"] + 1})  # COCO ids start at 1
+    if not annotations:
+        return {"map50": float("nan"), "map": float("nan")}
+    if not results:
+        return {"map50": 0.0, "map": 0.0}
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": annotations,
+                  "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)]}
+    gt.createIndex()
+    with contextlib.redirect_stdout(io.StringIO()):  # the summary table is printed, we return the numbers
+        ev = COCOeval_faster(gt, gt.loadRes(results), iouType="bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {"map50": float(max(ev.stats[1], 0.0)), "map": float(max(ev.stats[0], 0.0))}
