@@ -74,3 +74,10 @@ def test_info_unknown(capsys) -> None:
 def test_bad_size_flag() -> None:
     with pytest.raises(SystemExit):
         main(["info", "tim_ivif", "--size", "640"])
+
+
+def test_every_documented_subcommand_exists(capsys) -> None:
+    from tim_core.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == {"fuse", "info", "eval", "train", "search", "meta", "adapt", "guide", "bench", "export"}
