@@ -30,10 +30,20 @@ from tim_core.runtime import WEIGHTS, Fuser
 ROOT = Path(__file__).resolve().parents[1]
 BASELINES = ("tim_ivif", "tim_light")
 SIZES = ((256, 320), (480, 640), (512, 640), (1024, 1280))
-COLUMNS = [("model", "model", "s"), ("device", "device", "s"), ("backend", "backend", "s"), ("threads", "thr", "d"),
-           ("size", "HxW", "s"), ("median_ms", "median ms", ".1f"), ("p95_ms", "p95 ms", ".1f"),
-           ("fps", "frames/s", ".2f"), ("runs", "runs", "d"), ("peak_rss_mb", "peak RSS MiB", ".0f"),
-           ("x_tim_light", "x tim_light", ".2f"), ("x_tim_ivif", "x tim_ivif", ".2f")]
+COLUMNS = [
+    ("model", "model", "s"),
+    ("device", "device", "s"),
+    ("backend", "backend", "s"),
+    ("threads", "thr", "d"),
+    ("size", "HxW", "s"),
+    ("median_ms", "median ms", ".1f"),
+    ("p95_ms", "p95 ms", ".1f"),
+    ("fps", "frames/s", ".2f"),
+    ("runs", "runs", "d"),
+    ("peak_rss_mb", "peak RSS MiB", ".0f"),
+    ("x_tim_light", "x tim_light", ".2f"),
+    ("x_tim_ivif", "x tim_ivif", ".2f"),
+]
 
 
 def shipped_bundles() -> list[str]:
@@ -45,11 +55,19 @@ def configurations(models: list[str], threads: list[int]) -> list[dict]:
     """(model, device, half, backend, threads) cases: CPU torch for all, ONNX Runtime for bundles, CUDA if present."""
     bundles = [m for m in models if m not in BASELINES]
     onnx_models = bundles or ["tim_light"]
-    cases = [{"spec": m, "device": "cpu", "half": False, "backend": b, "threads": t}
-             for m in models for b in ("torch", "onnxruntime") if b == "torch" or m in onnx_models for t in threads]
+    cases = [
+        {"spec": m, "device": "cpu", "half": False, "backend": b, "threads": t}
+        for m in models
+        for b in ("torch", "onnxruntime")
+        if b == "torch" or m in onnx_models
+        for t in threads
+    ]
     if torch.cuda.is_available():
-        cases += [{"spec": m, "device": "cuda", "half": h, "backend": "torch", "threads": 0}
-                  for m in models for h in (False, True)]
+        cases += [
+            {"spec": m, "device": "cuda", "half": h, "backend": "torch", "threads": 0}
+            for m in models
+            for h in (False, True)
+        ]
     return cases
 
 
@@ -82,9 +100,17 @@ def layout_rows(models: list[str], tmp: Path, size: tuple[int, int], pairs: int)
                 if i:
                     times[name].append((time.perf_counter() - t0) * 1e3)
         ratios = [n / c for n, c in zip(times["nchw"], times["channels_last"])]
-        rows.append({"model": label, "size": f"{size[0]}x{size[1]}", "pairs": pairs,
-                     "nchw_ms": float(np.median(times["nchw"])), "channels_last_ms": float(np.median(times["channels_last"])),
-                     "speedup": float(np.median(ratios)), "speedup_min": min(ratios)})
+        rows.append(
+            {
+                "model": label,
+                "size": f"{size[0]}x{size[1]}",
+                "pairs": pairs,
+                "nchw_ms": float(np.median(times["nchw"])),
+                "channels_last_ms": float(np.median(times["channels_last"])),
+                "speedup": float(np.median(ratios)),
+                "speedup_min": min(ratios),
+            }
+        )
     return rows
 
 
@@ -103,34 +129,72 @@ def main(argv: list[str] | None = None) -> int:
         sizes, threads, timing = [(64, 80)], [1], {"warmup": 1, "min_runs": 2, "budget_s": 0.0}
     models = args.models.split(",") if args.models else shipped_bundles() + list(BASELINES)
     info = machine_info()
-    print(f"model benchmark on {info['cpu']} ({info['logical_cpus']} logical CPUs), torch {info['torch']}, "
-          f"load average {info.get('load_average_1m', float('nan')):.1f}")
+    print(
+        f"model benchmark on {info['cpu']} ({info['logical_cpus']} logical CPUs), torch {info['torch']}, "
+        f"load average {info.get('load_average_1m', float('nan')):.1f}"
+    )
     start, rows = time.perf_counter(), []
     with tempfile.TemporaryDirectory() as tmp:
         for case in configurations(models, threads):
             bundle, label = materialize(case["spec"], Path(tmp))
-            fuser = Fuser(bundle, device=case["device"], half=case["half"], threads=case["threads"] or None,
-                          warmup=False, backend=case["backend"])
+            fuser = Fuser(
+                bundle,
+                device=case["device"],
+                half=case["half"],
+                threads=case["threads"] or None,
+                warmup=False,
+                backend=case["backend"],
+            )
             device = case["device"] + (" fp16" if case["half"] else "")
             for h, w in sizes:
                 row = bench_fuser(fuser, h, w, **timing)
                 rows.append({**case, "model": label, "device": device, "size": f"{h}x{w}", **row})
-                print(f"  {label:<28} {device:<9} {case['backend']:<11} {case['threads']} thr {h}x{w}: "
-                      f"{row['median_ms']:.1f} ms", flush=True)
+                print(
+                    f"  {label:<28} {device:<9} {case['backend']:<11} {case['threads']} thr {h}x{w}: "
+                    f"{row['median_ms']:.1f} ms",
+                    flush=True,
+                )
             del fuser
         add_ratios(rows)
         print("\n" + format_table(rows, COLUMNS))
         layout = layout_rows(models, Path(tmp), sizes[0], 1 if args.smoke else 6)
     print("\nchannels-last (Fuser's CPU layout) vs NCHW, 1 thread, runs interleaved in pairs:")
-    print(format_table(layout, [("model", "model", "s"), ("size", "HxW", "s"), ("pairs", "pairs", "d"),
-                                ("nchw_ms", "NCHW ms", ".1f"), ("channels_last_ms", "channels-last ms", ".1f"),
-                                ("speedup", "speed-up (median)", ".2f"), ("speedup_min", "(min)", ".2f")]))
+    print(
+        format_table(
+            layout,
+            [
+                ("model", "model", "s"),
+                ("size", "HxW", "s"),
+                ("pairs", "pairs", "d"),
+                ("nchw_ms", "NCHW ms", ".1f"),
+                ("channels_last_ms", "channels-last ms", ".1f"),
+                ("speedup", "speed-up (median)", ".2f"),
+                ("speedup_min", "(min)", ".2f"),
+            ],
+        )
+    )
     info["load_average_1m_end"] = machine_info().get("load_average_1m")
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / ("models_smoke.tmp" if args.smoke else "models.json")
+    out = (
+        Path(args.out)
+        if args.out
+        else ROOT / "bench" / "results" / ("models_smoke.tmp" if args.smoke else "models.json")
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "Fuser.fuse_luma latency", "smoke": args.smoke, "machine": info,
-                               "timing": timing, "seconds": time.perf_counter() - start, "results": rows,
-                               "channels_last": layout}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "Fuser.fuse_luma latency",
+                "smoke": args.smoke,
+                "machine": info,
+                "timing": timing,
+                "seconds": time.perf_counter() - start,
+                "results": rows,
+                "channels_last": layout,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out} ({time.perf_counter() - start:.0f} s)")
     return 0
 

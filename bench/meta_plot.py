@@ -32,9 +32,15 @@ def stats(results: dict) -> dict:
             for k, scores in curve.items():
                 for m in MEASURES:
                     table.setdefault(held, {}).setdefault(method, {}).setdefault(int(k), {}).setdefault(m, []).append(
-                        scores[m])
-    return {h: {me: {k: {m: (float(np.mean(v)), float(np.std(v)), v) for m, v in by_m.items()}
-                     for k, by_m in by_k.items()} for me, by_k in by_me.items()} for h, by_me in table.items()}
+                        scores[m]
+                    )
+    return {
+        h: {
+            me: {k: {m: (float(np.mean(v)), float(np.std(v)), v) for m, v in by_m.items()} for k, by_m in by_k.items()}
+            for me, by_k in by_me.items()
+        }
+        for h, by_me in table.items()
+    }
 
 
 def _dashed(img: np.ndarray, y: int, x0: int, x1: int, colour: tuple) -> None:
@@ -93,7 +99,9 @@ def draw(results: dict, table: dict, path: Path) -> None:
         for c, measure in enumerate(MEASURES):
             series = {me: {k: table[held][me][k][measure] for k in ks} for me in COLOURS if me in table[held]}
             base = results.get("baselines", {}).get(held, {})
-            lines = {} if measure == "loss" else {f"{b} {base[b][measure]:.2f}": base[b][measure] for b in ("mean", "max")}
+            lines = (
+                {} if measure == "loss" else {f"{b} {base[b][measure]:.2f}": base[b][measure] for b in ("mean", "max")}
+            )
             title = f"held out {held}: {'val. fusion loss' if measure == 'loss' else measure}"
             draw_panel(img, c * PANEL_W, 40 + r * PANEL_H, title, series, ks, lines)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,18 +113,32 @@ def markdown(results: dict, table: dict) -> str:
     ks = sorted(next(iter(next(iter(table.values())).values())))
     out = []
     for measure in MEASURES:
-        out += [f"\n{measure} (mean ± std over seeds; lower is better)" if measure == "loss"
-                else f"\n{measure} (mean ± std over seeds; higher is better)",
-                "", "| held out | init | " + " | ".join(f"K={k}" for k in ks) + " |",
-                "|---|---|" + "---|" * len(ks)]
+        out += [
+            f"\n{measure} (mean ± std over seeds; lower is better)"
+            if measure == "loss"
+            else f"\n{measure} (mean ± std over seeds; higher is better)",
+            "",
+            "| held out | init | " + " | ".join(f"K={k}" for k in ks) + " |",
+            "|---|---|" + "---|" * len(ks),
+        ]
         for held, by_me in table.items():
             for me, by_k in by_me.items():
-                out.append(f"| {held} | {me} | " + " | ".join(f"{by_k[k][measure][0]:.4g} ± {by_k[k][measure][1]:.2g}"
-                                                             for k in ks) + " |")
+                out.append(
+                    f"| {held} | {me} | "
+                    + " | ".join(f"{by_k[k][measure][0]:.4g} ± {by_k[k][measure][1]:.2g}" for k in ks)
+                    + " |"
+                )
     for ref in ("joint", "irvis_only"):
-        out += ["", (f"Paired by seed, meta minus {ref} (loss: negative favours meta; metrics: positive favours meta;"
-                     " in brackets the seeds where meta is better):"), "",
-                "| held out | measure | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|---|" + "---|" * len(ks)]
+        out += [
+            "",
+            (
+                f"Paired by seed, meta minus {ref} (loss: negative favours meta; metrics: positive favours meta;"
+                " in brackets the seeds where meta is better):"
+            ),
+            "",
+            "| held out | measure | " + " | ".join(f"K={k}" for k in ks) + " |",
+            "|---|---|" + "---|" * len(ks),
+        ]
         for held, by_me in table.items():
             for m in MEASURES:
                 cells = []

@@ -81,10 +81,10 @@ def stage_fidelity(res: Results) -> None:
         x, xv, b, y, yv = r(40, 5), r(40, 5), r(40, 4), r(40), r(40)
         if family == "alpha shifts the targets":
             alpha = r(4)
-            lower = lambda t, a: 0.5 * ((x @ t - y - b @ a) ** 2).mean() + 0.025 * (t ** 2).sum()
+            lower = lambda t, a: 0.5 * ((x @ t - y - b @ a) ** 2).mean() + 0.025 * (t**2).sum()
         else:  # alpha = log ridge penalty per coordinate
             alpha = r(5) + 1.5
-            lower = lambda t, a: 0.5 * ((x @ t - y) ** 2).mean() + 0.5 * (a.exp() * t ** 2).sum() / 40
+            lower = lambda t, a: 0.5 * ((x @ t - y) ** 2).mean() + 0.5 * (a.exp() * t**2).sum() / 40
         upper = lambda t, a: 0.5 * ((xv @ t - yv) ** 2).mean()
         return alpha, lower, upper
 
@@ -96,8 +96,9 @@ def stage_fidelity(res: Results) -> None:
             alpha = alpha0.clone().requires_grad_()
             zero = torch.zeros(5, dtype=torch.float64, requires_grad=True)
             (g0,) = torch.autograd.grad(lower(zero, alpha), zero, create_graph=True)
-            hess = torch.stack([torch.autograd.grad(g0[i], zero, retain_graph=True, create_graph=True)[0]
-                                for i in range(5)])
+            hess = torch.stack(
+                [torch.autograd.grad(g0[i], zero, retain_graph=True, create_graph=True)[0] for i in range(5)]
+            )
             theta_star = -torch.linalg.solve(hess, g0)  # quadratic in theta: one Newton step from 0 is exact
             (exact,) = torch.autograd.grad(upper(theta_star, alpha), alpha)
             theta_k = torch.zeros(5, dtype=torch.float64)
@@ -107,21 +108,33 @@ def stage_fidelity(res: Results) -> None:
                 theta_k = theta_k - eta * torch.autograd.grad(lower(t, alpha0), t)[0]
 
             d_ias = _hyper("ias", upper, lower, theta_k, alpha0)
-            pairs = {"ias": d_ias, "ias with the released (+) sign": -d_ias,
-                     "neumann (100 terms, at theta*)": _hyper("neumann", upper, lower, theta_star, alpha0,
-                                                              neumann_terms=100, neumann_lr=eta)}
+            pairs = {
+                "ias": d_ias,
+                "ias with the released (+) sign": -d_ias,
+                "neumann (100 terms, at theta*)": _hyper(
+                    "neumann", upper, lower, theta_star, alpha0, neumann_terms=100, neumann_lr=eta
+                ),
+            }
             for k, d in pairs.items():
                 cos[k].append(float(d @ exact / (d.norm() * exact.norm())))
-        out[family] = {k: {"mean": round(statistics.mean(v), 3), "positive": sum(c > 0 for c in v), "of": len(v)}
-                       for k, v in cos.items()}
+        out[family] = {
+            k: {"mean": round(statistics.mean(v), 3), "positive": sum(c > 0 for c in v), "of": len(v)}
+            for k, v in cos.items()
+        }
     res.data["fidelity"] = out
 
 
 def stage_profile(res: Results, scfg: SearchConfig) -> None:
     space = space_of(scfg)
     t = time.perf_counter()
-    table = profile(list(scfg.profile_widths), space.candidates, ("chain", "multiscale"), tuple(scfg.cost_size),
-                    scfg.profile_threads, scfg.profile_repeats)
+    table = profile(
+        list(scfg.profile_widths),
+        space.candidates,
+        ("chain", "multiscale"),
+        tuple(scfg.cost_size),
+        scfg.profile_threads,
+        scfg.profile_repeats,
+    )
     table.save(scfg.latency_table)
     res.data["profile"] = {"path": scfg.latency_table, "parts": len(table.entries), "seconds": time.perf_counter() - t}
 
@@ -136,13 +149,20 @@ def stage_search(res: Results, scfg: SearchConfig, out: Path) -> None:
                 continue
             if data is None:
                 data = split_for_search(load_pairs(scfg.data, "train", scfg.val_fraction), scfg.upper_fraction)
-            cfg = load_config(SearchConfig, SEARCH_CONFIG, {"hypergrad": method, "seed": seed, "name": run,
-                                                            "out": str(out / "search" / run)})
+            cfg = load_config(
+                SearchConfig,
+                SEARCH_CONFIG,
+                {"hypergrad": method, "seed": seed, "name": run, "out": str(out / "search" / run)},
+            )
             cpu = time.process_time()
             summary = search(cfg, command=f"bench/search_experiment.py ({run})", data=data)
-            done[run] = {"genotype": summary["genotype"], "seconds": summary["seconds"],
-                         "cpu_seconds": round(time.process_time() - cpu, 1),
-                         "predicted_ms": summary["predicted_cost"], "cost_unit": summary["cost_unit"]}
+            done[run] = {
+                "genotype": summary["genotype"],
+                "seconds": summary["seconds"],
+                "cpu_seconds": round(time.process_time() - cpu, 1),
+                "predicted_ms": summary["predicted_cost"],
+                "cost_unit": summary["cost_unit"],
+            }
             res.save()
 
 
@@ -151,10 +171,16 @@ def stage_random(res: Results, scfg: SearchConfig) -> None:
     space = space_of(scfg)
     for seed in SEEDS:
         rng = random.Random(seed)
-        cells = [{"type": rng.choice(space.cell_types), "ops": [rng.choice(space.candidates) for _ in range(space.positions)]}
-                 for _ in range(space.cells)]
-        res.section("random")[f"random_s{seed}"] = {"genotype": {"name": f"random_s{seed}", "width": space.width,
-                                                                 "cells": cells}}
+        cells = [
+            {
+                "type": rng.choice(space.cell_types),
+                "ops": [rng.choice(space.candidates) for _ in range(space.positions)],
+            }
+            for _ in range(space.cells)
+        ]
+        res.section("random")[f"random_s{seed}"] = {
+            "genotype": {"name": f"random_s{seed}", "width": space.width, "cells": cells}
+        }
     res.save()
 
 
@@ -167,8 +193,11 @@ def _validation_subset(specs: list[str], fraction: float, n: int) -> list[tuple[
     pairs = []
     for spec in specs:
         a_dir, b_dir = resolve_layout(spec)
-        pairs += [(f"{Path(spec).name}/{p.name}", p.a, p.b) for p in pair_paths(a_dir, b_dir)[0]
-                  if is_validation(p.name, fraction)]
+        pairs += [
+            (f"{Path(spec).name}/{p.name}", p.a, p.b)
+            for p in pair_paths(a_dir, b_dir)[0]
+            if is_validation(p.name, fraction)
+        ]
     step = max(1, len(pairs) // n)
     return pairs[::step][:n]
 
@@ -187,12 +216,19 @@ def retrain_and_score(run: str, genotype: dict, out: Path, subset) -> dict:
     path = out / "genotypes" / f"{run}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(Genotype.from_dict(genotype).to_json())
-    cfg = load_config(TrainConfig, RETRAIN_CONFIG, {"genotype": str(path), "out": str(out / "retrain" / run),
-                                                    "export": str(out / "retrain" / run / "bundle")})
+    cfg = load_config(
+        TrainConfig,
+        RETRAIN_CONFIG,
+        {"genotype": str(path), "out": str(out / "retrain" / run), "export": str(out / "retrain" / run / "bundle")},
+    )
     cpu, t = time.process_time(), time.perf_counter()
     bundle = train_module.train(cfg, command=f"bench/search_experiment.py retrain {run}")
-    return {"genotype": genotype, "train_seconds": round(time.perf_counter() - t, 1),
-            "train_cpu_seconds": round(time.process_time() - cpu, 1), "metrics": score(bundle, subset)}
+    return {
+        "genotype": genotype,
+        "train_seconds": round(time.perf_counter() - t, 1),
+        "train_cpu_seconds": round(time.process_time() - cpu, 1),
+        "metrics": score(bundle, subset),
+    }
 
 
 def stage_retrain(res: Results, scfg: SearchConfig, out: Path, units: dict[str, dict]) -> None:
@@ -238,15 +274,20 @@ def stage_latency(res: Results, scfg: SearchConfig, rounds: int = 5) -> None:
             for k, net in nets.items():
                 times[k].append(_latency(net, x))
         for k, ts in times.items():
-            lat.setdefault(k, {}).update({f"min_ms{suffix}": round(min(ts), 1),
-                                          f"median_ms{suffix}": round(statistics.median(ts), 1)})
+            lat.setdefault(k, {}).update(
+                {f"min_ms{suffix}": round(min(ts), 1), f"median_ms{suffix}": round(statistics.median(ts), 1)}
+            )
     for k, g in genotypes.items():
         space = SearchSpace(g.width, candidates=tuple(scfg.candidates), cell_types=("chain", "multiscale"))
         costs = CostModel(space, tuple(scfg.cost_size), table)
         lat[k].update({"predicted": round(costs.genotype_cost(g), 2), "predicted_unit": costs.unit})
     torch.set_num_threads(1)
-    res.data["latency_meta"] = {"threads": [2, 1], "size": list(scfg.cost_size), "rounds": rounds,
-                                "table_threads": table.threads if table else None}
+    res.data["latency_meta"] = {
+        "threads": [2, 1],
+        "size": list(scfg.cost_size),
+        "rounds": rounds,
+        "table_threads": table.threads if table else None,
+    }
     res.save()
 
 
@@ -259,18 +300,23 @@ def stage_report(res: Results) -> None:
     rows = [(run, unit["genotype"], unit["metrics"]) for run, unit in res.section("retrain").items()]
     rows += [(name, None, ref["metrics"]) for name, ref in refs.items()]
     groups: dict[str, list] = {}
-    print("| run | genotype | MI | VIF | Qabf | SSIM | ms, 2 threads (min / median) | x tim_light | "
-          "ms, 1 thread (min / median) | x tim_light | predicted ms (1 thread) |")
+    print(
+        "| run | genotype | MI | VIF | Qabf | SSIM | ms, 2 threads (min / median) | x tim_light | "
+        "ms, 1 thread (min / median) | x tim_light | predicted ms (1 thread) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for run, g, m in rows:
         ms = lat.get("tim_light" if run == "tim_ivif_base" else run, {})
         cells = " / ".join(f"{'+'.join(c['ops'])}" for c in g["cells"]) if g else "(shipped bundle)"
         x2 = light["min_ms"] / ms["min_ms"] if ms else float("nan")
         x1 = light["min_ms_1t"] / ms["min_ms_1t"] if ms else float("nan")
-        print(f"| {run} | {'w' + str(g['width']) + ' ' if g else ''}{cells} "
-              f"| {m['MI']:.3f} | {m['VIF']:.3f} | {m['Qabf']:.3f} | {m['SSIM']:.3f} "
-              f"| {ms.get('min_ms')} / {ms.get('median_ms')} | {x2:.1f} | {ms.get('min_ms_1t')} / {ms.get('median_ms_1t')} "
-              f"| {x1:.1f} | {ms.get('predicted') if ms.get('predicted_unit') == 'ms' else '-'} |")
+        print(
+            f"| {run} | {'w' + str(g['width']) + ' ' if g else ''}{cells} "
+            f"| {m['MI']:.3f} | {m['VIF']:.3f} | {m['Qabf']:.3f} | {m['SSIM']:.3f} "
+            f"| {ms.get('min_ms')} / {ms.get('median_ms')} | {x2:.1f} "
+            f"| {ms.get('min_ms_1t')} / {ms.get('median_ms_1t')} "
+            f"| {x1:.1f} | {ms.get('predicted') if ms.get('predicted_unit') == 'ms' else '-'} |"
+        )
         if base and ms:
             rel = statistics.mean(100 * m[k] / base[k] for k in ("MI", "VIF", "Qabf"))
             if run in refs:
@@ -280,9 +326,13 @@ def stage_report(res: Results) -> None:
                 label = run.rsplit("_", 1)[1] if "_w" in run else ""
             groups.setdefault(group, []).append((ms["min_ms_1t"], rel, label))
     if groups:
-        scatter_plot(groups, ROOT / "docs" / "search_quality_latency.png",
-                     "quality vs CPU latency at 640x480 (1 thread, min of 5)", "latency ms",
-                     "mean of MI, VIF, Qabf in % of tim_ivif_base (16 val pairs)")
+        scatter_plot(
+            groups,
+            ROOT / "docs" / "search_quality_latency.png",
+            "quality vs CPU latency at 640x480 (1 thread, min of 5)",
+            "latency ms",
+            "mean of MI, VIF, Qabf in % of tim_ivif_base (16 val pairs)",
+        )
     out = ROOT / "bench" / "results" / "search_experiment.json"
     out.write_text(json.dumps(res.data, indent=1) + "\n")
     print(f"wrote {out}")
@@ -321,8 +371,12 @@ def main() -> int:
             stage_report(res)
         else:
             parser.error(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
-        res.section("cpu_seconds")[stage] = round(res.section("cpu_seconds").get(stage, 0) + time.process_time() - cpu, 1)
-        res.section("wall_seconds")[stage] = round(res.section("wall_seconds").get(stage, 0) + time.perf_counter() - t, 1)
+        res.section("cpu_seconds")[stage] = round(
+            res.section("cpu_seconds").get(stage, 0) + time.process_time() - cpu, 1
+        )
+        res.section("wall_seconds")[stage] = round(
+            res.section("wall_seconds").get(stage, 0) + time.perf_counter() - t, 1
+        )
         res.save()
     return 0
 

@@ -32,7 +32,10 @@ from tim_core.config import load_config
 from tim_core.guided import GuideConfig, guide
 from tim_core.report import evaluate_on_validation
 
-CONFIGS = {"detection": "tim_core/configs/guide_detection.yaml", "segmentation": "tim_core/configs/guide_segmentation.yaml"}
+CONFIGS = {
+    "detection": "tim_core/configs/guide_detection.yaml",
+    "segmentation": "tim_core/configs/guide_segmentation.yaml",
+}
 METRIC = {"detection": ("map50", "map"), "segmentation": ("miou", "pixel_acc")}
 
 
@@ -52,27 +55,58 @@ def run(task: str, out: Path, cpu: dict, **overrides) -> dict:
 def study(task: str, args, root: Path, cpu: dict, extra: dict) -> dict:
     """All arms of one task over the seeds: {arm: [metrics per seed]}."""
     arms: dict[str, list] = {a: [] for a in ("ir", "vis", "unguided", "alternating", "bilevel")}
-    base_steps, guide_steps = (args.base_steps, args.guide_steps) if task == "detection" else \
-        (args.seg_base_steps, args.seg_guide_steps)
+    base_steps, guide_steps = (
+        (args.base_steps, args.guide_steps) if task == "detection" else (args.seg_base_steps, args.seg_guide_steps)
+    )
     for seed in args.seeds:
         common = {"seed": seed, **extra}
         for cam in ("ir", "vis"):
-            arms[cam].append(run(task, root / f"{cam}_s{seed}", cpu, input=cam, coupling="frozen",
-                                 steps=base_steps + guide_steps, **common)["task"])
-        base = run(task, root / f"base_s{seed}", cpu, init=args.fusion_init, coupling="frozen", steps=base_steps,
-                   **common)["bundle"]
+            arms[cam].append(
+                run(
+                    task,
+                    root / f"{cam}_s{seed}",
+                    cpu,
+                    input=cam,
+                    coupling="frozen",
+                    steps=base_steps + guide_steps,
+                    **common,
+                )["task"]
+            )
+        base = run(
+            task, root / f"base_s{seed}", cpu, init=args.fusion_init, coupling="frozen", steps=base_steps, **common
+        )["bundle"]
         fine = {"init": base, "steps": guide_steps, "warmup_steps": min(20, guide_steps // 5), "lr": args.finetune_lr}
         arms["unguided"].append(run(task, root / f"unguided_s{seed}", cpu, coupling="frozen", **fine, **common)["task"])
         for coupling in ("alternating", "bilevel"):
-            arms[coupling].append(run(task, root / f"{coupling}_s{seed}", cpu, coupling=coupling, lam=args.lam,
-                                      fusion_lr=args.fusion_lr, **fine, **common)["task"])
+            arms[coupling].append(
+                run(
+                    task,
+                    root / f"{coupling}_s{seed}",
+                    cpu,
+                    coupling=coupling,
+                    lam=args.lam,
+                    fusion_lr=args.fusion_lr,
+                    **fine,
+                    **common,
+                )["task"]
+            )
     return arms
 
 
 def summarize(arms: dict, keys: tuple[str, ...]) -> dict:
     """Mean and (population) std over seeds of each metric."""
-    return {arm: {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs])),
-                      "runs": [r[k] for r in runs]} for k in keys} for arm, runs in arms.items() if runs}
+    return {
+        arm: {
+            k: {
+                "mean": float(np.mean([r[k] for r in runs])),
+                "std": float(np.std([r[k] for r in runs])),
+                "runs": [r[k] for r in runs],
+            }
+            for k in keys
+        }
+        for arm, runs in arms.items()
+        if runs
+    }
 
 
 def main() -> None:
@@ -106,15 +140,26 @@ def main() -> None:
     if "detection" in args.tasks:
         fusion = result.setdefault("fusion_metrics", {})
         root = Path(args.runs) / "detection"
-        for arm, bundle in (("unguided", args.fusion_init), ("alternating", root / "alternating_s0" / "bundle"),
-                            ("bilevel", root / "bilevel_s0" / "bundle")):
+        for arm, bundle in (
+            ("unguided", args.fusion_init),
+            ("alternating", root / "alternating_s0" / "bundle"),
+            ("bilevel", root / "bilevel_s0" / "bundle"),
+        ):
             if arm not in fusion:
                 t0 = time.process_time()
-                val = evaluate_on_validation(Path(bundle), ["../shared/data/msrs"], 0.2, root / f"fusion_val_{arm}",
-                                             args.fusion_eval_limit) if arm != "unguided" else \
-                    _eval_copy(Path(bundle), root / "fusion_val_unguided", args.fusion_eval_limit)
-                fusion[arm] = {"model": val["model"], "baseline_mean": val["baseline_mean"],
-                               "baseline_max": val["baseline_max"], "n": val["n"]}
+                val = (
+                    evaluate_on_validation(
+                        Path(bundle), ["../shared/data/msrs"], 0.2, root / f"fusion_val_{arm}", args.fusion_eval_limit
+                    )
+                    if arm != "unguided"
+                    else _eval_copy(Path(bundle), root / "fusion_val_unguided", args.fusion_eval_limit)
+                )
+                fusion[arm] = {
+                    "model": val["model"],
+                    "baseline_mean": val["baseline_mean"],
+                    "baseline_max": val["baseline_max"],
+                    "n": val["n"],
+                }
                 cpu[f"fusion_metrics_{arm}"] = time.process_time() - t0
         result["cpu_seconds"] = cpu
         out_json.write_text(json.dumps(result, indent=2) + "\n")

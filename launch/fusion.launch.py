@@ -5,11 +5,12 @@ Arguments: namespace, params_file, ir_topic, vis_topic, use_sim_time, device, au
 `device` and `autostart` override the params file only when given.
 """
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
 
 OPTIONAL_OVERRIDES = ("device", "autostart")  # forwarded as parameters only when set on the command line
 
@@ -21,28 +22,37 @@ def _node(context):
         if value:
             overrides[name] = value.lower() == "true" if name == "autostart" else value
     use_sim_time = LaunchConfiguration("use_sim_time").perform(context).lower() == "true"
-    return [Node(
-        package="tim_fusion_ros",
-        executable="fusion_node",
-        name="fusion_node",
-        namespace=LaunchConfiguration("namespace"),
-        parameters=[LaunchConfiguration("params_file"), {"use_sim_time": use_sim_time, **overrides}],
-        remappings=[("ir/image", LaunchConfiguration("ir_topic")), ("vis/image", LaunchConfiguration("vis_topic"))],
-        output="screen",
-        emulate_tty=True,
-    )]
+    return [
+        Node(
+            package="tim_fusion_ros",
+            executable="fusion_node",
+            name="fusion_node",
+            namespace=LaunchConfiguration("namespace"),
+            parameters=[LaunchConfiguration("params_file"), {"use_sim_time": use_sim_time, **overrides}],
+            remappings=[("ir/image", LaunchConfiguration("ir_topic")), ("vis/image", LaunchConfiguration("vis_topic"))],
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
 
 
 def generate_launch_description():
     share = FindPackageShare("tim_fusion_ros")
-    return LaunchDescription([
-        DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
-        DeclareLaunchArgument("params_file", default_value=[share, "/config/fusion.yaml"],
-                              description="parameter file (config/fusion.yaml holds every default)"),
-        DeclareLaunchArgument("ir_topic", default_value="ir/image", description="infrared image topic to remap"),
-        DeclareLaunchArgument("vis_topic", default_value="vis/image", description="visible image topic to remap"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
-        DeclareLaunchArgument("device", default_value="", description="auto | cpu | cuda | cuda:N (default: params file)"),
-        DeclareLaunchArgument("autostart", default_value="", description="true | false (default: params file)"),
-        OpaqueFunction(function=_node),
-    ])
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=[share, "/config/fusion.yaml"],
+                description="parameter file (config/fusion.yaml holds every default)",
+            ),
+            DeclareLaunchArgument("ir_topic", default_value="ir/image", description="infrared image topic to remap"),
+            DeclareLaunchArgument("vis_topic", default_value="vis/image", description="visible image topic to remap"),
+            DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
+            DeclareLaunchArgument(
+                "device", default_value="", description="auto | cpu | cuda | cuda:N (default: params file)"
+            ),
+            DeclareLaunchArgument("autostart", default_value="", description="true | false (default: params file)"),
+            OpaqueFunction(function=_node),
+        ]
+    )

@@ -19,6 +19,16 @@ TINY_GENOTYPE = {
 }
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread in the test process: on a shared 2-core machine OpenMP threads spin and run tiny convs
+    far slower; node subprocesses keep their own settings."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def needs_shared_data(sub: str = "") -> Path:
     """The ../shared/data path (or a sub-folder), skipping the test with a reason when absent."""
     path = SHARED_DATA / sub

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from conftest import SAMPLES
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from tim_core.files import read_image
-
-from conftest import SAMPLES
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAIN_ID = 20 + os.getpid() % 80  # one DDS domain per test process: isolates parallel runs on one machine
@@ -128,9 +127,10 @@ def spin_until(node, predicate, timeout: float) -> bool:
 
 
 def image_msg(arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
-    from tim_fusion_ros.image_codec import numpy_to_image
-    from std_msgs.msg import Header
     from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+
+    from tim_fusion_ros.image_codec import numpy_to_image
 
     header = Header(stamp=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000), frame_id=frame_id)
     return numpy_to_image(arr, encoding, header)

@@ -10,18 +10,35 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy (ROS 2 wheels) not installed; run `make test`")
 
-from tim_core.cli import main as tim  # noqa: E402
-from tim_core.evaluate import evaluate_folders  # noqa: E402
-from tim_core.files import read_image  # noqa: E402
-from tim_fusion_ros.bag import main as tim_bag, read_bag  # noqa: E402
-
 from conftest import SAMPLES  # noqa: E402
 from rosgraph import DOMAIN_ID, start_node, stop_node  # noqa: E402
 
+from tim_core.cli import main as tim  # noqa: E402
+from tim_core.evaluate import evaluate_folders  # noqa: E402
+from tim_core.files import read_image  # noqa: E402
+from tim_fusion_ros.bag import main as tim_bag  # noqa: E402
+from tim_fusion_ros.bag import read_bag
+
 
 def test_make_writes_a_version_8_sqlite_bag(tmp_path) -> None:
-    assert tim_bag(["make", "--ir", str(SAMPLES / "ir"), "--vis", str(SAMPLES / "vis"), "--out", str(tmp_path / "b"),
-                    "--rate", "10", "--ir-encoding", "mono16"]) == 0
+    assert (
+        tim_bag(
+            [
+                "make",
+                "--ir",
+                str(SAMPLES / "ir"),
+                "--vis",
+                str(SAMPLES / "vis"),
+                "--out",
+                str(tmp_path / "b"),
+                "--rate",
+                "10",
+                "--ir-encoding",
+                "mono16",
+            ]
+        )
+        == 0
+    )
     meta = (tmp_path / "b" / "metadata.yaml").read_text()
     assert "version: 8" in meta and "storage_identifier: sqlite3" in meta
     msgs = list(read_bag(tmp_path / "b"))
@@ -32,14 +49,18 @@ def test_make_writes_a_version_8_sqlite_bag(tmp_path) -> None:
     assert all(-10 < o < 20 for o in offsets) and len(set(offsets)) > 1  # offset + jitter, not identical stamps
     gaps = np.diff([b.header.stamp.sec + b.header.stamp.nanosec * 1e-9 for b in vis])
     assert np.allclose(gaps, 0.1, atol=0.02)
-    assert tim_bag(["make", "--ir", str(SAMPLES / "ir"), "--vis", str(SAMPLES / "vis"), "--out", str(tmp_path / "b")]) == 2
+    assert (
+        tim_bag(["make", "--ir", str(SAMPLES / "ir"), "--vis", str(SAMPLES / "vis"), "--out", str(tmp_path / "b")]) == 2
+    )
 
 
 def test_make_replay_eval_matches_tim_eval(tmp_path, tiny_bundle, monkeypatch) -> None:
     monkeypatch.setenv("ROS_DOMAIN_ID", str(DOMAIN_ID))
     bag, rec, ev = tmp_path / "in", tmp_path / "rec", tmp_path / "eval"
-    assert tim_bag(["make", "--ir", str(SAMPLES / "ir"), "--vis", str(SAMPLES / "vis"), "--out", str(bag),
-                    "--rate", "1"]) == 0
+    assert (
+        tim_bag(["make", "--ir", str(SAMPLES / "ir"), "--vis", str(SAMPLES / "vis"), "--out", str(bag), "--rate", "1"])
+        == 0
+    )
     node = start_node(tmp_path, "-p", f"model:={tiny_bundle}", "-p", "device:=cpu", "-p", "sync_slop:=0.02")
     try:
         assert tim_bag(["replay", str(bag), "--out", str(rec), "--linger", "4"]) == 0
@@ -55,8 +76,25 @@ def test_make_replay_eval_matches_tim_eval(tmp_path, tiny_bundle, monkeypatch) -
     assert "superseded" in summary["dropped_by_reason"]
 
     ref = tmp_path / "ref"
-    assert tim(["fuse", "--ir", str(SAMPLES / "ir"), "--vis", str(SAMPLES / "vis"), "--out", str(ref),
-                "--model", str(tiny_bundle), "--device", "cpu", "--quiet"]) == 0
+    assert (
+        tim(
+            [
+                "fuse",
+                "--ir",
+                str(SAMPLES / "ir"),
+                "--vis",
+                str(SAMPLES / "vis"),
+                "--out",
+                str(ref),
+                "--model",
+                str(tiny_bundle),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     names = sorted(p.stem for p in (ev / "fused").glob("*.png"))
     for name in names:  # the node's pixels are exactly tim fuse's
         assert np.array_equal(read_image(ev / "fused" / f"{name}.png"), read_image(ref / f"{name}.png")), name

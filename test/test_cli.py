@@ -7,17 +7,33 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import SAMPLES
 
 from tim_core.cli import main
 from tim_core.files import read_image
 
-from conftest import SAMPLES
-
 
 def test_fuse_samples_folder(tiny_bundle, tmp_path, capsys) -> None:
     out = tmp_path / "fused"
-    assert main(["fuse", "--ir", str(SAMPLES / "ir"), "--vis", str(SAMPLES / "vis"), "--out", str(out),
-                 "--model", str(tiny_bundle), "--device", "cpu", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fuse",
+                "--ir",
+                str(SAMPLES / "ir"),
+                "--vis",
+                str(SAMPLES / "vis"),
+                "--out",
+                str(out),
+                "--model",
+                str(tiny_bundle),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     names = sorted(p.stem for p in (SAMPLES / "vis").iterdir())
     assert sorted(p.stem for p in out.glob("*.png")) == names
     for name in names:
@@ -33,15 +49,47 @@ def test_fuse_reports_missing_partner_and_size_mismatch(tiny_bundle, tmp_path, c
     shutil.copytree(SAMPLES / "vis", vis_dir)
     (vis_dir / "00055D.png").unlink()
     shutil.copy(SAMPLES / "ir" / "FLIR_00018.jpg", ir_dir / "00127D.png")  # wrong size for its partner
-    code = main(["fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "--out", str(tmp_path / "o"),
-                 "--model", str(tiny_bundle), "--device", "cpu", "--quiet"])
+    code = main(
+        [
+            "fuse",
+            "--ir",
+            str(ir_dir),
+            "--vis",
+            str(vis_dir),
+            "--out",
+            str(tmp_path / "o"),
+            "--model",
+            str(tiny_bundle),
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert "00055D: no partner in" in captured.err
     assert "00127D" in captured.err and "resize" in captured.err
     assert "3 fused, 2 failed" in captured.out
-    assert main(["fuse", "--ir", str(ir_dir), "--vis", str(vis_dir), "--out", str(tmp_path / "o2"),
-                 "--model", str(tiny_bundle), "--device", "cpu", "--quiet", "--resize-ir"]) == 1  # only the partner missing
+    assert (
+        main(
+            [
+                "fuse",
+                "--ir",
+                str(ir_dir),
+                "--vis",
+                str(vis_dir),
+                "--out",
+                str(tmp_path / "o2"),
+                "--model",
+                str(tiny_bundle),
+                "--device",
+                "cpu",
+                "--quiet",
+                "--resize-ir",
+            ]
+        )
+        == 1
+    )  # only the partner missing
     assert "4 fused, 1 failed" in capsys.readouterr().out
 
 

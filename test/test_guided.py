@@ -16,15 +16,6 @@ from tim_core.runtime import BundleError, Fuser, load_bundle
 from tim_core.synthetic import make_scenes
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the machine's cores are shared, and oversubscribed threads are far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def genotype(tmp_path):
     path = tmp_path / "g.json"
@@ -33,9 +24,36 @@ def genotype(tmp_path):
 
 
 def _args(genotype, out, task="detection", steps=4, *extra):
-    return ["guide", "--task", task, "--genotype", str(genotype), "--synthetic", "40", "--height", "32",
-            "--width", "48", "--crop", "0", "--batch", "2", "--head_width", "8", "--steps", str(steps),
-            "--warmup_steps", "2", "--ckpt_every", "2", "--out", str(out), "--device", "cpu", *extra]
+    return [
+        "guide",
+        "--task",
+        task,
+        "--genotype",
+        str(genotype),
+        "--synthetic",
+        "40",
+        "--height",
+        "32",
+        "--width",
+        "48",
+        "--crop",
+        "0",
+        "--batch",
+        "2",
+        "--head_width",
+        "8",
+        "--steps",
+        str(steps),
+        "--warmup_steps",
+        "2",
+        "--ckpt_every",
+        "2",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def test_guide_resume_is_exact(genotype, tmp_path, monkeypatch) -> None:
@@ -43,6 +61,7 @@ def test_guide_resume_is_exact(genotype, tmp_path, monkeypatch) -> None:
     full = load_bundle(tmp_path / "full" / "bundle")
 
     import tim_core.guided as guided_mod
+
     real_save = guided_mod.save_atomic
 
     def killed_after_step_4(obj, path):
@@ -71,8 +90,12 @@ def test_guided_fusion_moves_and_frozen_does_not(genotype, tmp_path) -> None:
     assert card["heads"] == ["detection"] and card["classes"] == ["disk", "box", "bar"]
     assert "tim guide" in card["command"] and card["task_validation"]["n"] > 0
     before = load_bundle(base)[0].state_dict()
-    for coupling, extra in (("frozen", []), ("alternating", []), ("bilevel", ["--hypergrad", "ias"]),
-                            ("bilevel", ["--hypergrad", "neumann", "--neumann_terms", "2"])):
+    for coupling, extra in (
+        ("frozen", []),
+        ("alternating", []),
+        ("bilevel", ["--hypergrad", "ias"]),
+        ("bilevel", ["--hypergrad", "neumann", "--neumann_terms", "2"]),
+    ):
         out = tmp_path / f"{coupling}_{len(extra)}"
         assert main(_args(genotype, out, "detection", 2, "--coupling", coupling, "--init", str(base), *extra)) == 0
         after = load_bundle(out / "bundle")[0].state_dict()
@@ -100,14 +123,49 @@ def test_bundle_heads_drive_fuser_and_tim_fuse(genotype, tmp_path) -> None:
     assert res.mask is None and "tasks" in res.timings and len(res.detections) > 0
     d = res.detections[0]
     assert d.label == ["disk", "box", "bar"][d.class_id] and 0 <= d.box[0] <= d.box[2] <= 60 and d.box[3] <= 40
-    assert main(["fuse", "--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vis"), "--out", str(tmp_path / "o"),
-                 "--model", str(tmp_path / "det" / "bundle"), "--device", "cpu", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fuse",
+                "--ir",
+                str(tmp_path / "ir"),
+                "--vis",
+                str(tmp_path / "vis"),
+                "--out",
+                str(tmp_path / "o"),
+                "--model",
+                str(tmp_path / "det" / "bundle"),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     coco = json.loads((tmp_path / "o" / "detections.json").read_text())
     assert {r["image_id"] for r in coco} <= {"scene0", "scene1"}
     assert all(len(r["bbox"]) == 4 and r["score"] >= 0.3 and 0 <= r["category_id"] < 3 for r in coco)
-    assert main(["fuse", "--ir", str(tmp_path / "ir"), "--vis", str(tmp_path / "vis"), "--out", str(tmp_path / "s"),
-                 "--model", str(tmp_path / "seg" / "bundle"), "--device", "cpu", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fuse",
+                "--ir",
+                str(tmp_path / "ir"),
+                "--vis",
+                str(tmp_path / "vis"),
+                "--out",
+                str(tmp_path / "s"),
+                "--model",
+                str(tmp_path / "seg" / "bundle"),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     from tim_core.files import read_image
+
     mask = read_image(tmp_path / "s" / "masks" / "scene1.png")
     assert mask.shape == (40, 60) and mask.dtype == np.uint8 and mask.max() < 4
 
@@ -121,7 +179,9 @@ def test_head_weights_load_strictly(genotype, tmp_path) -> None:
     save_file(missing, str(bundle / "model.safetensors"), metadata=meta)
     with pytest.raises(BundleError, match="missing weight 'detection.head.2.bias'"):
         Fuser(bundle, device="cpu")
-    save_file({**weights, "segmentation.head.0.weight": torch.zeros(1)}, str(bundle / "model.safetensors"), metadata=meta)
+    save_file(
+        {**weights, "segmentation.head.0.weight": torch.zeros(1)}, str(bundle / "model.safetensors"), metadata=meta
+    )
     with pytest.raises(BundleError, match="belongs to no head"):
         Fuser(bundle, device="cpu")
 
@@ -139,7 +199,22 @@ def test_guide_segmentation_on_msrs_layout(genotype, tmp_path) -> None:
         write_image(tmp_path / "msrs" / "ir" / f"{i:05d}D.png", (s.ir * 255).astype(np.uint8))
         write_image(tmp_path / "msrs" / "vi" / f"{i:05d}D.png", (s.vis * 255).astype(np.uint8))
         write_image(tmp_path / "msrs" / "Segmentation_labels" / f"{i:05d}D.png", s.mask)
-    assert main(_args(genotype, tmp_path / "seg", "segmentation", 1, "--synthetic", "0", "--data",
-                      f"[{tmp_path / 'msrs'}]", "--val_fraction", "0.5")) == 0
+    assert (
+        main(
+            _args(
+                genotype,
+                tmp_path / "seg",
+                "segmentation",
+                1,
+                "--synthetic",
+                "0",
+                "--data",
+                f"[{tmp_path / 'msrs'}]",
+                "--val_fraction",
+                "0.5",
+            )
+        )
+        == 0
+    )
     card = json.loads((tmp_path / "seg" / "bundle" / "card.json").read_text())
     assert card["segmentation_classes"][:2] == ["unlabelled", "car"] and len(card["segmentation_classes"]) == 9

@@ -16,17 +16,19 @@ class RidgeBilevel:
 
     def __init__(self, seed: int, n: int = 40, d: int = 5, m: int = 4):
         g = torch.Generator().manual_seed(seed)
-        r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+        def r(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=g, dtype=torch.float64)
+
         self.x, self.xv, self.b = r(n, d), r(n, d), r(n, m)
         self.y0, self.yv = r(n), r(n)
         self.alpha0 = r(m)
         self.n, self.d = n, d
 
     def lower(self, theta: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        return 0.5 * ((self.x @ theta - self.y0 - self.b @ alpha) ** 2).mean() + 0.5 * MU * (theta ** 2).sum()
+        return 0.5 * ((self.x @ theta - self.y0 - self.b @ alpha) ** 2).mean() + 0.5 * MU * (theta**2).sum()
 
     def upper(self, theta: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        return 0.5 * ((self.xv @ theta - self.yv) ** 2).mean() + 0.5 * RHO * (alpha ** 2).sum()
+        return 0.5 * ((self.xv @ theta - self.yv) ** 2).mean() + 0.5 * RHO * (alpha**2).sum()
 
     def hessian(self) -> torch.Tensor:
         return self.x.T @ self.x / self.n + MU * torch.eye(self.d, dtype=torch.float64)
@@ -52,8 +54,9 @@ class RidgeBilevel:
     def run(self, method: str, theta_value: torch.Tensor, **kw) -> torch.Tensor:
         theta = theta_value.clone().requires_grad_()
         alpha = self.alpha0.clone().requires_grad_()
-        return hypergradient(method, lambda: self.upper(theta, alpha), lambda: self.lower(theta, alpha),
-                             [theta], [alpha], **kw)[0]
+        return hypergradient(
+            method, lambda: self.upper(theta, alpha), lambda: self.lower(theta, alpha), [theta], [alpha], **kw
+        )[0]
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -117,7 +120,11 @@ def test_ias_at_exact_optimum_falls_back_to_direct_term() -> None:
 
 def test_shapes_for_several_tensors_and_unused_parameters() -> None:
     torch.manual_seed(0)
-    w1, w2, unused = torch.randn(3, 2, requires_grad=True), torch.randn(2, requires_grad=True), torch.zeros(1, requires_grad=True)
+    w1, w2, unused = (
+        torch.randn(3, 2, requires_grad=True),
+        torch.randn(2, requires_grad=True),
+        torch.zeros(1, requires_grad=True),
+    )
     a1, a2 = torch.randn(3, requires_grad=True), torch.randn(2, 2, requires_grad=True)
     x = torch.randn(8, 3)
 

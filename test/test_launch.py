@@ -11,7 +11,6 @@ import types
 
 import pytest
 import yaml
-
 from conftest import ROOT
 
 LAUNCH = ROOT / "launch" / "fusion.launch.py"
@@ -88,8 +87,9 @@ def test_launch_with_fake_runtime_forwards_only_declared_parameters(fake_launch_
 
 def test_node_declares_every_fusion_yaml_parameter() -> None:
     rclpy = pytest.importorskip("rclpy", reason="rclpy not installed; run `make test`")
-    from tim_fusion_ros.fusion_node import FusionNode
     from rosgraph import DOMAIN_ID
+
+    from tim_fusion_ros.fusion_node import FusionNode
 
     defaults = yaml.safe_load((ROOT / "config" / "fusion.yaml").read_text())["/**"]["ros__parameters"]
     rclpy.init(domain_id=DOMAIN_ID)

@@ -19,15 +19,6 @@ from tim_core.runtime import load_bundle
 ALPHA = 0.02
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a loaded 2-core machine OpenMP threads spin and run tiny convs 50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Toy(nn.Module):
     """A two-layer fusion model small enough for float64 finite differences."""
 
@@ -68,8 +59,9 @@ def outer_grad(model: nn.Module, episode, first_order: bool, steps: int = 1, alp
     return {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-def directional_fd(model: nn.Module, episode, d: dict, eps: float = 1e-5, steps: int = 1,
-                   alpha: float = ALPHA) -> float:
+def directional_fd(
+    model: nn.Module, episode, d: dict, eps: float = 1e-5, steps: int = 1, alpha: float = ALPHA
+) -> float:
     omega = {n: p.detach() for n, p in model.named_parameters()}
     plus = post_adaptation_loss(model, {n: omega[n] + eps * d[n] for n in omega}, episode, steps, alpha)
     minus = post_adaptation_loss(model, {n: omega[n] - eps * d[n] for n in omega}, episode, steps, alpha)
@@ -145,10 +137,21 @@ def two_tasks(tmp_path):
         for root, a, b in (("irvis", blob, tex), ("med", tex, 2.5 * yy + 4 * i)):
             write_image(tmp_path / root / "a" / f"p{i}.png", np.clip(a, 0, 255).astype(np.uint8))
             write_image(tmp_path / root / "b" / f"p{i}.png", np.clip(b, 0, 255).astype(np.uint8))
-    config = {"genotype": "tim_light", "width": 4, "tasks": [f"{tmp_path}/irvis:a,b", f"{tmp_path}/med:a,b"],
-              "task_weights": [1.0, 2.0], "meta_batch": 2, "batch": 2, "crop": 24, "bn_batches": 2,
-              "ckpt_every": 1, "log_every": 1, "eval_metrics": False, "val_fraction": 0.3,
-              "threads": 1}
+    config = {
+        "genotype": "tim_light",
+        "width": 4,
+        "tasks": [f"{tmp_path}/irvis:a,b", f"{tmp_path}/med:a,b"],
+        "task_weights": [1.0, 2.0],
+        "meta_batch": 2,
+        "batch": 2,
+        "crop": 24,
+        "bn_batches": 2,
+        "ckpt_every": 1,
+        "log_every": 1,
+        "eval_metrics": False,
+        "val_fraction": 0.3,
+        "threads": 1,
+    }
     (tmp_path / "meta.yaml").write_text(json.dumps(config))
     return tmp_path
 
@@ -168,9 +171,27 @@ def test_tim_meta_resumes_exactly_and_tim_adapt_validates(two_tasks, capsys) -> 
     assert [r["step"] for r in log] == [1, 2, 3, 4]
 
     out = two_tasks / "adapted"
-    args = ["adapt", "--init", str(full / "bundle"), "--a", str(two_tasks / "med" / "a"), "--b",
-            str(two_tasks / "med" / "b"), "--steps", "3", "--out", str(out), "--work", str(two_tasks / "work"),
-            "--batch", "2", "--crop", "24", "--threads", "1"]
+    args = [
+        "adapt",
+        "--init",
+        str(full / "bundle"),
+        "--a",
+        str(two_tasks / "med" / "a"),
+        "--b",
+        str(two_tasks / "med" / "b"),
+        "--steps",
+        "3",
+        "--out",
+        str(out),
+        "--work",
+        str(two_tasks / "work"),
+        "--batch",
+        "2",
+        "--crop",
+        "24",
+        "--threads",
+        "1",
+    ]
     assert main(args) == 0
     net, card, _ = load_bundle(out)
     assert card["steps"] == 3 and card["validation"]["n"] >= 1 and "Qabf" in card["validation"]["model"]
@@ -179,7 +200,9 @@ def test_tim_meta_resumes_exactly_and_tim_adapt_validates(two_tasks, capsys) -> 
 
     assert main(["meta", "--config", cfg, "--stepz", "1"]) == 2
     assert "unknown key 'stepz'" in capsys.readouterr().err
-    assert main(["adapt", "--init", str(out), "--a", str(two_tasks / "nope"), "--b", str(two_tasks), "--steps", "1"]) == 2
+    assert (
+        main(["adapt", "--init", str(out), "--a", str(two_tasks / "nope"), "--b", str(two_tasks), "--steps", "1"]) == 2
+    )
 
 
 def test_pair_spec_names_the_common_root(tmp_path) -> None:

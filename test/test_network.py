@@ -6,11 +6,10 @@ import json
 
 import pytest
 import torch
+from conftest import TINY_GENOTYPE
 
 from tim_core.genotype import Genotype, GenotypeError, builtin_genotypes, load_genotype
 from tim_core.network import FusionNet, count_macs, count_parameters
-
-from conftest import TINY_GENOTYPE
 
 
 @pytest.mark.parametrize("name,params", [("tim_ivif", 994_917), ("tim_light", 127_358)])

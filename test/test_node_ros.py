@@ -3,16 +3,15 @@ fused images out with the reference header, parameters read back, a bad-input ba
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2 wheels) not installed; run `make test`")
 
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
-from sensor_msgs.msg import CompressedImage  # noqa: E402
 from rosgraph import DOMAIN_ID, IR, VIS, Probe, image_msg, next_stamp, spin_until, start_node, stop_node  # noqa: E402
+from sensor_msgs.msg import CompressedImage  # noqa: E402
+
 
 @pytest.fixture
 def context():
@@ -85,8 +84,8 @@ def test_compressed_transport_and_garbage_bytes(context, tmp_path, tiny_bundle) 
                       "-p", "device:=cpu", "-p", "input_transport:=compressed", "-p", "reference_camera:=ir")
     try:
         import cv2
-        from std_msgs.msg import Header
         from builtin_interfaces.msg import Time
+        from std_msgs.msg import Header
 
         t = Probe(context, "/t2", compressed=True)
         t.wait_matched()

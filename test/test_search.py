@@ -23,15 +23,6 @@ from tim_core.supernet import DEFAULT_CANDIDATES, SearchSpace, SuperNet
 SMALL = ("skip", "conv_1x1", "dw_sep_3x3", "dense_5x5")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a loaded 2-core machine, OpenMP barriers make tiny ops 10-40x slower with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _backward(net: SuperNet, size: int = 16) -> torch.Tensor:
     torch.manual_seed(0)
     a, b = torch.rand(2, 1, size, size), torch.rand(2, 1, size, size)

@@ -31,15 +31,6 @@ from tim_core.tasks.segmentation import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the machine's cores are shared, and oversubscribed threads are far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_GENOTYPE
 
 from tim_core.cli import main
 from tim_core.config import ConfigError, load_config, parse_overrides
@@ -15,8 +16,6 @@ from tim_core.files import write_image
 from tim_core.losses import fusion_loss, ssim
 from tim_core.runtime import load_bundle
 from tim_core.train import TrainConfig
-
-from conftest import TINY_GENOTYPE
 
 
 @pytest.fixture

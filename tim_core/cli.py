@@ -10,7 +10,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-
 # Subcommands that live beside their concept: each module defines add_cli(subparsers), whose parsers set
 # `func` via set_defaults (and `takes_overrides=True` when they accept --field value config overrides).
 PLUGIN_MODULES = ("tim_core.search", "tim_core.meta", "tim_core.guided", "tim_core.bench", "tim_core.export")

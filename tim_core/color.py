@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 
 # BT.601 full-range (JPEG) matrix; Cb/Cr centred on 0.5 for data in [0, 1].
-_RGB2YCBCR = np.array([[0.299, 0.587, 0.114],
-                       [-0.168736, -0.331264, 0.5],
-                       [0.5, -0.418688, -0.081312]], dtype=np.float32)
+_RGB2YCBCR = np.array(
+    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=np.float32
+)
 _YCBCR2RGB = np.linalg.inv(_RGB2YCBCR.astype(np.float64)).astype(np.float32)
 # The same maps as 3x4 affine matrices (offset column) for cv2.transform: one pass, no temporaries.
 _RGB2YCBCR_AFFINE = np.hstack([_RGB2YCBCR, [[0.0], [0.5], [0.5]]]).astype(np.float32)
@@ -37,13 +37,18 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float32, copy=False) @ _RGB2YCBCR[0]
 
 
-def to_unit(img: np.ndarray, ir_norm: str = "minmax", fixed_range: tuple[float, float] = (0.0, 65535.0),
-            percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
+def to_unit(
+    img: np.ndarray,
+    ir_norm: str = "minmax",
+    fixed_range: tuple[float, float] = (0.0, 65535.0),
+    percentiles: tuple[float, float] = (1.0, 99.0),
+) -> np.ndarray:
     """Normalise an image to float32 [0, 1].
 
     uint8 is divided by 255 (TIM's convention); float already inside [0, 1] is kept. uint16 (raw 12-16
-    bit thermal) and float outside [0, 1] (e.g. 32FC1 temperatures) follow `ir_norm`: 'minmax' stretches the frame's own min..max, 'percentile' its p_lo..p_hi percentiles
-    (robust to hot pixels), 'fixed' maps fixed_range (e.g. a camera's radiometric range) to [0, 1].
+    bit thermal) and float outside [0, 1] (e.g. 32FC1 temperatures) follow `ir_norm`: 'minmax' stretches
+    the frame's own min..max, 'percentile' its p_lo..p_hi percentiles (robust to hot pixels), 'fixed' maps
+    fixed_range (e.g. a camera's radiometric range) to [0, 1].
     """
     if img.dtype == np.uint8:
         return np.multiply(img, np.float32(1.0 / 255.0), dtype=np.float32)

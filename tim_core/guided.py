@@ -30,7 +30,7 @@ from .runtime import load_bundle, pick_device, save_bundle
 from .tasks import TASKS, build_task_net, evaluate_task, task_loss
 from .tasks.data import load_task_data, sample_task_batch
 from .tasks.heads import head_card, head_tensors, load_heads
-from .train import _dist_info, _lr_lambda, save_atomic
+from .train import _dist_info, _lr_lambda, load_checkpoint, save_atomic
 
 COUPLINGS = ("frozen", "alternating", "bilevel")
 INPUTS = ("fused", "ir", "vis")
@@ -80,8 +80,12 @@ class GuideConfig:
 
 
 def _check(cfg: GuideConfig) -> None:
-    for name, value, valid in (("task", cfg.task, TASKS), ("coupling", cfg.coupling, COUPLINGS),
-                               ("input", cfg.input, INPUTS), ("hypergrad", cfg.hypergrad, ("ias", "neumann", "darts1"))):
+    for name, value, valid in (
+        ("task", cfg.task, TASKS),
+        ("coupling", cfg.coupling, COUPLINGS),
+        ("input", cfg.input, INPUTS),
+        ("hypergrad", cfg.hypergrad, ("ias", "neumann", "darts1")),
+    ):
         if value not in valid:
             raise ValueError(f"{name} {value!r} is unknown; valid: {', '.join(valid)}")
     if cfg.input != "fused" and cfg.coupling != "frozen":
@@ -96,8 +100,9 @@ def build_nets(cfg: GuideConfig, num_classes: int) -> tuple[FusionNet | None, to
     elif cfg.input == "fused":
         fusion = FusionNet(load_genotype(cfg.genotype))
     if cfg.task in card.get("heads", []):
-        task_net = load_heads({**card, "heads": [cfg.task]},
-                              {k: v for k, v in extra.items() if k.startswith(cfg.task + ".")}, cfg.init)[cfg.task]
+        task_net = load_heads(
+            {**card, "heads": [cfg.task]}, {k: v for k, v in extra.items() if k.startswith(cfg.task + ".")}, cfg.init
+        )[cfg.task]
     else:
         task_net = build_task_net(cfg.task, num_classes, cfg.head_width)
     return (fusion if cfg.input == "fused" else None), task_net.train()
@@ -130,8 +135,14 @@ def guide(cfg: GuideConfig, resume: bool = False, command: str = "") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     size = (cfg.height, cfg.width)
-    load = {"specs": cfg.data, "val_fraction": cfg.val_fraction, "size": size, "labels": cfg.labels,
-            "classes": cfg.classes if cfg.task == "detection" else cfg.seg_classes, "synthetic": cfg.synthetic}
+    load = {
+        "specs": cfg.data,
+        "val_fraction": cfg.val_fraction,
+        "size": size,
+        "labels": cfg.labels,
+        "classes": cfg.classes if cfg.task == "detection" else cfg.seg_classes,
+        "synthetic": cfg.synthetic,
+    }
     train_set = load_task_data(cfg.task, split="train", **load)
     val_set = load_task_data(cfg.task, split="val", **load)
     classes = train_set.classes
@@ -146,14 +157,15 @@ def guide(cfg: GuideConfig, resume: bool = False, command: str = "") -> dict:
 
     opt_t = torch.optim.AdamW(task_net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched_t = torch.optim.lr_scheduler.LambdaLR(opt_t, _lr_lambda(cfg))
-    opt_f = torch.optim.AdamW(fusion.parameters(), lr=cfg.fusion_lr, weight_decay=cfg.weight_decay) \
-        if trains_fusion else None
+    opt_f = (
+        torch.optim.AdamW(fusion.parameters(), lr=cfg.fusion_lr, weight_decay=cfg.weight_decay)
+        if trains_fusion
+        else None
+    )
     sched_f = torch.optim.lr_scheduler.LambdaLR(opt_f, _lr_lambda(cfg)) if opt_f else None
     start = 0
     if resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"{ckpt_path}: no checkpoint to resume; start without --resume")
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        state = load_checkpoint(ckpt_path, device)
         task_net.load_state_dict(state["task"])
         opt_t.load_state_dict(state["opt_task"])
         sched_t.load_state_dict(state["sched_task"])
@@ -167,11 +179,18 @@ def guide(cfg: GuideConfig, resume: bool = False, command: str = "") -> dict:
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
+
         writer = SummaryWriter(str(out / "tb"))
     t_params = list(task_net.parameters())
     f_params = list(fusion.parameters()) if trains_fusion else []
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"guide {cfg.task}/{cfg.coupling}",
-               disable=rank != 0, dynamic_ncols=True)
+    bar = tqdm(
+        range(start, cfg.steps),
+        initial=start,
+        total=cfg.steps,
+        desc=f"guide {cfg.task}/{cfg.coupling}",
+        disable=rank != 0,
+        dynamic_ncols=True,
+    )
     t_last = time.perf_counter()
     for step in bar:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 131 + rank)
@@ -187,8 +206,18 @@ def guide(cfg: GuideConfig, resume: bool = False, command: str = "") -> dict:
         opt_t.step()
         sched_t.step()
         if trains_fusion:
-            f_terms = _fusion_step(cfg, fusion, task_net, batch, sample_task_batch(train_set, cfg.batch, cfg.crop, gen)
-                                   if cfg.coupling == "bilevel" else None, f_params, t_params, weights, device, world)
+            f_terms = _fusion_step(
+                cfg,
+                fusion,
+                task_net,
+                batch,
+                sample_task_batch(train_set, cfg.batch, cfg.crop, gen) if cfg.coupling == "bilevel" else None,
+                f_params,
+                t_params,
+                weights,
+                device,
+                world,
+            )
             opt_f.step()
             sched_f.step()
             terms.update(f_terms)
@@ -206,10 +235,18 @@ def guide(cfg: GuideConfig, resume: bool = False, command: str = "") -> dict:
                 if isinstance(v, float):
                     writer.add_scalar(f"val/{k}", v, done)
         if rank == 0 and (done % cfg.ckpt_every == 0 or done == cfg.steps):
-            state = {"task": task_net.state_dict(), "opt_task": opt_t.state_dict(), "sched_task": sched_t.state_dict(),
-                     "torch_rng": torch.get_rng_state(), "step": done, "config": asdict(cfg)}
+            state = {
+                "task": task_net.state_dict(),
+                "opt_task": opt_t.state_dict(),
+                "sched_task": sched_t.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "step": done,
+                "config": asdict(cfg),
+            }
             if opt_f:
-                state.update(fusion=fusion.state_dict(), opt_fusion=opt_f.state_dict(), sched_fusion=sched_f.state_dict())
+                state.update(
+                    fusion=fusion.state_dict(), opt_fusion=opt_f.state_dict(), sched_fusion=sched_f.state_dict()
+                )
             save_atomic(state, ckpt_path)
     bar.close()
     result: dict = {}
@@ -228,14 +265,15 @@ def _cached_input(cfg: GuideConfig, fusion: FusionNet | None, data, device: torc
     chunks = []
     with torch.no_grad():
         for i in range(0, len(data), 8):
-            a = torch.from_numpy(data.ir[i:i + 8])[:, None].to(device)
-            b = torch.from_numpy(data.vis[i:i + 8])[:, None].to(device)
+            a = torch.from_numpy(data.ir[i : i + 8])[:, None].to(device)
+            b = torch.from_numpy(data.vis[i : i + 8])[:, None].to(device)
             chunks.append(fusion(a, b).clamp(0, 1)[:, 0].cpu())
     return torch.cat(chunks).numpy()
 
 
 def _fusion_step(cfg, fusion, task_net, batch, upper_batch, f_params, t_params, weights, device, world) -> dict:
     """Set N_F's gradients for this step (alternating: direct; bilevel: hypergradient); returns log terms."""
+
     def objective(b: dict, with_fusion: bool) -> torch.Tensor:
         ir, vis = b["ir"].to(device), b["vis"].to(device)
         f = fusion(ir, vis)
@@ -248,8 +286,15 @@ def _fusion_step(cfg, fusion, task_net, batch, upper_batch, f_params, t_params, 
         return {"fusion_objective": total.item()}
     from .hypergrad import hypergradient
 
-    grads = hypergradient(cfg.hypergrad, lambda: objective(upper_batch, True), lambda: objective(batch, False),
-                          t_params, f_params, neumann_terms=cfg.neumann_terms, neumann_lr=cfg.neumann_lr)
+    grads = hypergradient(
+        cfg.hypergrad,
+        lambda: objective(upper_batch, True),
+        lambda: objective(batch, False),
+        t_params,
+        f_params,
+        neumann_terms=cfg.neumann_terms,
+        neumann_lr=cfg.neumann_lr,
+    )
     _apply(f_params, grads, world)
     return {"hypergrad_norm": float(torch.sqrt(sum((g.detach() ** 2).sum() for g in grads)))}
 
@@ -263,8 +308,9 @@ def _validate(cfg, fusion, task_net, val_set, device) -> dict:
     was = fusion.training if fusion is not None else False
     if fusion is not None:
         fusion.eval()
-    metrics = evaluate_task(cfg.task, task_net, val_set, input_fn, device, weights=LossWeights(
-        cfg.w_intensity, cfg.w_gradient, cfg.w_ssim))
+    metrics = evaluate_task(
+        cfg.task, task_net, val_set, input_fn, device, weights=LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim)
+    )
     if fusion is not None:
         fusion.train(was)
     return metrics
@@ -276,19 +322,33 @@ def _finish(cfg, fusion, task_net, val_set, classes, device, command, out, write
         if isinstance(v, float):
             writer.add_scalar(f"val/{k}", v, cfg.steps)
     writer.close()
-    task_val = {"split": f"name hash, validation fraction {cfg.val_fraction}", "n": len(val_set),
-                "input": cfg.input, "size": [cfg.height, cfg.width], **metrics}
+    task_val = {
+        "split": f"name hash, validation fraction {cfg.val_fraction}",
+        "n": len(val_set),
+        "input": cfg.input,
+        "size": [cfg.height, cfg.width],
+        **metrics,
+    }
     result = {"task": task_val, "bundle": None}
     if fusion is not None:
         bundle = Path(cfg.export) if cfg.export else out / "bundle"
-        card = {"task": f"fusion+{cfg.task}", "coupling": cfg.coupling, "genotype": fusion.genotype.name,
-                **head_card(cfg.task, classes, cfg.head_width, (cfg.height, cfg.width)),
-                "data": ["synthetic"] if cfg.synthetic else list(cfg.data), "steps": cfg.steps, "init": cfg.init,
-                "command": command, "config": dump_config(cfg), "task_validation": task_val}
+        card = {
+            "task": f"fusion+{cfg.task}",
+            "coupling": cfg.coupling,
+            "genotype": fusion.genotype.name,
+            **head_card(cfg.task, classes, cfg.head_width, (cfg.height, cfg.width)),
+            "data": ["synthetic"] if cfg.synthetic else list(cfg.data),
+            "steps": cfg.steps,
+            "init": cfg.init,
+            "command": command,
+            "config": dump_config(cfg),
+            "task_validation": task_val,
+        }
         save_bundle(bundle, fusion.cpu(), card, head_tensors(cfg.task, task_net.cpu()))
         result["bundle"] = str(bundle)
         if cfg.eval_fusion and not cfg.synthetic:
             from .report import evaluate_on_validation
+
             result["fusion"] = evaluate_on_validation(bundle, cfg.data, cfg.val_fraction, out / "val", cfg.eval_limit)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -306,8 +366,12 @@ def cmd_guide(args) -> int:
         if args.task:
             overrides["task"] = args.task
         cfg = load_config(GuideConfig, args.config, overrides)
-        words = ["tim guide", *(["--config", args.config] if args.config else []),
-                 *(["--task", args.task] if args.task else []), *args.overrides]
+        words = [
+            "tim guide",
+            *(["--config", args.config] if args.config else []),
+            *(["--task", args.task] if args.task else []),
+            *args.overrides,
+        ]
         result = guide(cfg, resume=args.resume, command=" ".join(words))
     except (ConfigError, ImageFileError, FileNotFoundError, ValueError) as e:
         print(f"tim guide: {e}", file=sys.stderr)
@@ -318,8 +382,11 @@ def cmd_guide(args) -> int:
 
 def add_cli(subparsers) -> None:
     """Register `tim guide`."""
-    p = subparsers.add_parser("guide", help="task-guided fusion: train a task network with (or on) the fusion network",
-                              description="Config fields can be overridden as --field value (e.g. --steps 100).")
+    p = subparsers.add_parser(
+        "guide",
+        help="task-guided fusion: train a task network with (or on) the fusion network",
+        description="Config fields can be overridden as --field value (e.g. --steps 100).",
+    )
     p.add_argument("--config", help="YAML file mirroring GuideConfig (tim_core/configs/guide_*.yaml)")
     p.add_argument("--task", choices=TASKS, help="overrides the config's task")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt at its step")

@@ -164,7 +164,7 @@ def run_meta(cfg: MetaConfig, resume: bool = False, command: str = "") -> Path:
     from torch.utils.tensorboard import SummaryWriter
 
     from .adapt import recalibrate_bn
-    from .train import save_atomic
+    from .train import load_checkpoint, save_atomic
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -181,9 +181,7 @@ def run_meta(cfg: MetaConfig, resume: bool = False, command: str = "") -> Path:
     opt = torch.optim.Adam(net.parameters(), lr=cfg.outer_lr)
     counts, start = [0] * len(tasks), 0
     if resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"{ckpt_path}: no checkpoint to resume; start without --resume")
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(ckpt_path, torch.device("cpu"))
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         counts, start = state["task_counts"], state["step"]

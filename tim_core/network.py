@@ -73,7 +73,9 @@ class FusionNet(nn.Module):
         c = genotype.width
         self.stem = nn.Sequential(ReflectConv(2, 2 * c, 3), nn.PReLU(), ReflectConv(2 * c, c, 3), nn.PReLU())
         self.cells = nn.Sequential(*(make_cell(cell, c) for cell in genotype.cells))
-        self.head = nn.Sequential(ReflectConv(c, c, 3), nn.PReLU(), ReflectConv(c, c // 2, 3), ReflectConv(c // 2, 1, 1))
+        self.head = nn.Sequential(
+            ReflectConv(c, c, 3), nn.PReLU(), ReflectConv(c, c // 2, 3), ReflectConv(c // 2, 1, 1)
+        )
         self.multiple = 4 if genotype.multiscale else 1
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
@@ -102,8 +104,11 @@ def count_macs(model: nn.Module, height: int, width: int) -> int:
                 k *= s
             total += output[0].numel() * (mod.in_channels // mod.groups) * k
 
-    handles = [m.register_forward_hook(conv_hook) for m in model.modules()
-               if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.ConvTranspose2d))]
+    handles = [
+        m.register_forward_hook(conv_hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.ConvTranspose2d))
+    ]
     was_training = model.training
     model.eval()
     try:

@@ -10,8 +10,18 @@ import cv2
 import numpy as np
 
 # BGR colours that stay distinguishable on white (tab10-like).
-COLOURS = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140),
-           (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]
+COLOURS = [
+    (180, 119, 31),
+    (14, 127, 255),
+    (44, 160, 44),
+    (40, 39, 214),
+    (189, 103, 148),
+    (75, 86, 140),
+    (194, 119, 227),
+    (127, 127, 127),
+    (34, 189, 188),
+    (207, 190, 23),
+]
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 MARGIN = (70, 250, 50, 50)  # left, right (legend), top, bottom, in pixels
 
@@ -47,30 +57,39 @@ class _Axes:
 
     def px(self, x: float, y: float) -> tuple[int, int]:
         x = math.log10(x) if self.logx else x
-        l, t, r, b = self.box
-        return (int(l + (x - self.x0) / (self.x1 - self.x0) * (r - l)), int(b - (y - self.y0) / (self.y1 - self.y0) * (b - t)))
+        left, t, r, b = self.box
+        return (
+            int(left + (x - self.x0) / (self.x1 - self.x0) * (r - left)),
+            int(b - (y - self.y0) / (self.y1 - self.y0) * (b - t)),
+        )
 
     def frame(self, title: str, xlabel: str, ylabel: str) -> None:
-        l, t, r, b = self.box
-        cv2.rectangle(self.img, (l, t), (r, b), (0, 0, 0), 1)
+        left, t, r, b = self.box
+        cv2.rectangle(self.img, (left, t), (r, b), (0, 0, 0), 1)
         for fx in _ticks(self.x0, self.x1):
-            x = int(l + (fx - self.x0) / (self.x1 - self.x0) * (r - l))
+            x = int(left + (fx - self.x0) / (self.x1 - self.x0) * (r - left))
             cv2.line(self.img, (x, b), (x, b + 4), (0, 0, 0), 1)
-            _text(self.img, _fmt(10 ** fx if self.logx else fx), (x - 14, b + 16))
+            _text(self.img, _fmt(10**fx if self.logx else fx), (x - 14, b + 16))
         for fy in _ticks(self.y0, self.y1):
             y = int(b - (fy - self.y0) / (self.y1 - self.y0) * (b - t))
-            cv2.line(self.img, (l - 4, y), (l, y), (0, 0, 0), 1)
+            cv2.line(self.img, (left - 4, y), (left, y), (0, 0, 0), 1)
             _text(self.img, _fmt(fy), (4, y + 4))
         _text(self.img, title, (4, 18), 0.5)
-        _text(self.img, xlabel + (" (log scale)" if self.logx else ""), ((l + r) // 2 - 60, b + 36))
+        _text(self.img, xlabel + (" (log scale)" if self.logx else ""), ((left + r) // 2 - 60, b + 36))
         _text(self.img, ylabel, (4, t - 10))
 
     def legend(self, i: int, name: str, colour) -> None:
         _text(self.img, name, (self.box[2] + 12, self.box[1] + 16 + 18 * i), 0.45, colour)
 
 
-def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, title: str,
-              xlabel: str = "step", ylabel: str = "", size: tuple[int, int] = (480, 960)) -> Path:
+def line_plot(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    title: str,
+    xlabel: str = "step",
+    ylabel: str = "",
+    size: tuple[int, int] = (480, 960),
+) -> Path:
     """One polyline per named series (xs, ys), with a legend; writes a PNG."""
     img = np.full((*size, 3), 255, np.uint8)
     xs = [x for sx, _ in series.values() for x in sx] or [0.0]
@@ -86,8 +105,14 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: 
     return _write(path, img)
 
 
-def heatmap(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], path: str | Path,
-            title: str, cell: int = 34) -> Path:
+def heatmap(
+    matrix: np.ndarray,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    path: str | Path,
+    title: str,
+    cell: int = 34,
+) -> Path:
     """Values in [0, 1] printed in viridis cells coloured from the matrix's min to its max; writes a PNG."""
     rows, cols = matrix.shape
     left, top = 150, 40
@@ -109,13 +134,20 @@ def heatmap(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[
         rotated = cv2.rotate(patch, cv2.ROTATE_90_CLOCKWISE)
         y0, x0 = top + rows * cell + 4, left + c * cell
         hh, ww = min(rotated.shape[0], img.shape[0] - y0), min(rotated.shape[1], img.shape[1] - x0)
-        img[y0:y0 + hh, x0:x0 + ww] = np.minimum(img[y0:y0 + hh, x0:x0 + ww], rotated[:hh, :ww])
+        img[y0 : y0 + hh, x0 : x0 + ww] = np.minimum(img[y0 : y0 + hh, x0 : x0 + ww], rotated[:hh, :ww])
     _text(img, f"{title} (colour: {matrix.min():.2f} to {matrix.max():.2f})", (4, 22), 0.5)
     return _write(path, img)
 
 
-def scatter_plot(groups: dict[str, list[tuple[float, float, str]]], path: str | Path, title: str, xlabel: str,
-                 ylabel: str, logx: bool = True, size: tuple[int, int] = (540, 1000)) -> Path:
+def scatter_plot(
+    groups: dict[str, list[tuple[float, float, str]]],
+    path: str | Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    logx: bool = True,
+    size: tuple[int, int] = (540, 1000),
+) -> Path:
     """Points (x, y, label) per named group, one colour each, labels printed beside the points; writes a PNG."""
     img = np.full((*size, 3), 255, np.uint8)
     pts = [p for g in groups.values() for p in g]

@@ -62,8 +62,10 @@ def resolve_bundle(model: str | Path) -> Path:
         raise BundleError(f"{path}: not a model bundle (no {WEIGHTS}); a bundle holds {WEIGHTS}, {GENOTYPE}, {CARD}")
     where = ", ".join(str(d) for d in models_dirs())
     if str(model) == DEFAULT_MODEL:
-        raise BundleError(f"no trained model yet: the default bundle {DEFAULT_MODEL!r} is not in {where}. Train it with "
-                          "`tim train --config tim_core/configs/tim_ivif_base.yaml` or pass --model PATH to a bundle")
+        raise BundleError(
+            f"no trained model yet: the default bundle {DEFAULT_MODEL!r} is not in {where}. Train it with "
+            "`tim train --config tim_core/configs/tim_ivif_base.yaml` or pass --model PATH to a bundle"
+        )
     raise BundleError(f"model {str(model)!r} not found: not a bundle folder and not a name in {where}")
 
 
@@ -71,8 +73,11 @@ def save_bundle(path: str | Path, model: FusionNet, card: dict, extra: dict[str,
     """Write weights (+ genotype fingerprint), genotype JSON and card; returns the bundle folder."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tensors = {f"fusion.{k}": v.detach().cpu().contiguous().float() for k, v in model.state_dict().items()
-               if v.is_floating_point()}
+    tensors = {
+        f"fusion.{k}": v.detach().cpu().contiguous().float()
+        for k, v in model.state_dict().items()
+        if v.is_floating_point()
+    }
     tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
     meta = {"format": "tim-bundle-1", "genotype_fingerprint": model.genotype.fingerprint()}
     save_file(tensors, str(path / WEIGHTS), metadata=meta)
@@ -106,12 +111,14 @@ def load_bundle(model: str | Path) -> tuple[FusionNet, dict, dict[str, torch.Ten
         raise BundleError(f"{path / CARD}: not valid JSON ({e})") from None
     tensors, meta = _read_weights(path / WEIGHTS)
     if meta.get("genotype_fingerprint") != genotype.fingerprint():
-        raise BundleError(f"{path / GENOTYPE}: genotype does not match the one {WEIGHTS} was trained with "
-                          f"(fingerprint {genotype.fingerprint()[:12]} vs {meta.get('genotype_fingerprint', 'none')[:12]}); "
-                          "restore the bundle's own genotype.json")
+        raise BundleError(
+            f"{path / GENOTYPE}: genotype does not match the one {WEIGHTS} was trained with "
+            f"(fingerprint {genotype.fingerprint()[:12]} vs {meta.get('genotype_fingerprint', 'none')[:12]}); "
+            "restore the bundle's own genotype.json"
+        )
     net = FusionNet(genotype)
     expected = {k: v for k, v in net.state_dict().items() if v.is_floating_point()}
-    fusion = {k[len("fusion."):]: v for k, v in tensors.items() if k.startswith("fusion.")}
+    fusion = {k[len("fusion.") :]: v for k, v in tensors.items() if k.startswith("fusion.")}
     for key in expected:
         if key not in fusion:
             raise BundleError(f"{path / WEIGHTS}: missing weight 'fusion.{key}' that genotype {genotype.name!r} needs")
@@ -119,8 +126,10 @@ def load_bundle(model: str | Path) -> tuple[FusionNet, dict, dict[str, torch.Ten
         if key not in expected:
             raise BundleError(f"{path / WEIGHTS}: unexpected weight 'fusion.{key}' for genotype {genotype.name!r}")
         if value.shape != expected[key].shape:
-            raise BundleError(f"{path / WEIGHTS}: weight 'fusion.{key}' has shape {tuple(value.shape)}, "
-                              f"genotype {genotype.name!r} needs {tuple(expected[key].shape)}")
+            raise BundleError(
+                f"{path / WEIGHTS}: weight 'fusion.{key}' has shape {tuple(value.shape)}, "
+                f"genotype {genotype.name!r} needs {tuple(expected[key].shape)}"
+            )
     net.load_state_dict(fusion, strict=False)  # strictness checked above, integer buffers (BN counters) excluded
     extra = {k: v for k, v in tensors.items() if not k.startswith("fusion.")}
     return net, card, extra
@@ -182,10 +191,20 @@ def _unit(img: np.ndarray, role: str, norm: str, value_range: tuple[float, float
 class Fuser:
     """Load a bundle once, then fuse (ir, vis) numpy pairs: `Fuser(model)(ir, vis) -> FusionResult`."""
 
-    def __init__(self, model: str | Path = DEFAULT_MODEL, device: str = "auto", half: bool = False,
-                 ir_norm: str = "percentile", ir_range: tuple[float, float] = (0.0, 65535.0),
-                 size_mismatch: str = "reject", threads: int | None = None, warmup: bool = True,
-                 score_threshold: float = 0.3, nms_iou: float = 0.5, backend: str = "torch"):
+    def __init__(
+        self,
+        model: str | Path = DEFAULT_MODEL,
+        device: str = "auto",
+        half: bool = False,
+        ir_norm: str = "percentile",
+        ir_range: tuple[float, float] = (0.0, 65535.0),
+        size_mismatch: str = "reject",
+        threads: int | None = None,
+        warmup: bool = True,
+        score_threshold: float = 0.3,
+        nms_iou: float = 0.5,
+        backend: str = "torch",
+    ):
         if size_mismatch not in SIZE_POLICIES:
             raise ValueError(f"unknown size_mismatch {size_mismatch!r}; valid: {', '.join(SIZE_POLICIES)}")
         if backend not in BACKENDS:
@@ -206,14 +225,17 @@ class Fuser:
         self.backend = backend
         if backend == "onnxruntime":
             from .export import OnnxRuntimeNet
+
             self.net = OnnxRuntimeNet.for_bundle(self.bundle, threads)
         self.ir_norm, self.ir_range, self.size_mismatch = ir_norm, ir_range, size_mismatch
         self.heads = None  # task heads (detection / segmentation / enhancement) listed in card["heads"]
         if self.card.get("heads"):
             from .tasks.heads import HeadError, TaskHeads
+
             try:
-                self.heads = TaskHeads(self.card, self.extra, str(self.bundle / WEIGHTS), self.device, self.dtype,
-                                       score_threshold, nms_iou)
+                self.heads = TaskHeads(
+                    self.card, self.extra, str(self.bundle / WEIGHTS), self.device, self.dtype, score_threshold, nms_iou
+                )
             except HeadError as e:
                 raise BundleError(str(e)) from None
         if warmup:
@@ -230,8 +252,11 @@ class Fuser:
         vis_y = ycc[..., 0] if ycc is not None else vis_u
         if ir_u.shape != vis_y.shape:
             if self.size_mismatch == "reject":
-                raise InputError("size_mismatch", f"infrared {ir_u.shape[:2]} and visible {vis_y.shape[:2]} sizes differ; "
-                                 "register the cameras or set size_mismatch to resize_ir / resize_vis")
+                raise InputError(
+                    "size_mismatch",
+                    f"infrared {ir_u.shape[:2]} and visible {vis_y.shape[:2]} sizes differ; "
+                    "register the cameras or set size_mismatch to resize_ir / resize_vis",
+                )
             if self.size_mismatch == "resize_ir":
                 ir_u = cv2.resize(ir_u, vis_y.shape[::-1], interpolation=cv2.INTER_LINEAR)
             else:

@@ -25,7 +25,7 @@ from .hypergrad import METHODS, hypergradient
 from .losses import LossWeights, fusion_loss
 from .plots import heatmap, line_plot
 from .supernet import DEFAULT_CANDIDATES, SearchSpace, SuperNet
-from .train import save_atomic
+from .train import load_checkpoint, save_atomic
 
 
 @dataclass
@@ -154,9 +154,7 @@ def search(cfg: SearchConfig, resume: bool = False, command: str = "",
     weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim)
     start, history, elapsed = 0, [], 0.0
     if resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"{ckpt_path}: no checkpoint to resume; start without --resume")
-        state = torch.load(ckpt_path, weights_only=True)
+        state = load_checkpoint(ckpt_path, torch.device("cpu"))
         net.load_state_dict(state["model"])
         opt_w.load_state_dict(state["opt_w"])
         opt_a.load_state_dict(state["opt_a"])

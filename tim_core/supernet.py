@@ -104,7 +104,9 @@ class SuperNet(nn.Module):
         c = space.width
         self.stem = nn.Sequential(ReflectConv(2, 2 * c, 3), nn.PReLU(), ReflectConv(2 * c, c, 3), nn.PReLU())
         self.cells = nn.ModuleList(SuperCell(c, space) for _ in range(space.cells))
-        self.head = nn.Sequential(ReflectConv(c, c, 3), nn.PReLU(), ReflectConv(c, c // 2, 3), ReflectConv(c // 2, 1, 1))
+        self.head = nn.Sequential(
+            ReflectConv(c, c, 3), nn.PReLU(), ReflectConv(c, c // 2, 3), ReflectConv(c // 2, 1, 1)
+        )
         # DARTS initialisation: near-uniform mixtures, small noise breaks ties between identical candidates.
         self.alpha_ops = nn.Parameter(1e-3 * torch.randn(space.cells, space.positions, len(space.candidates)))
         self.alpha_type = nn.Parameter(torch.zeros(space.cells, len(space.cell_types)))

@@ -71,6 +71,13 @@ def save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    """A checkpoint written by save_atomic (tensors and plain data only: weights_only loading)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint to resume; start without --resume")
+    return torch.load(path, map_location=device, weights_only=True)
+
+
 def _dist_info() -> tuple[int, int]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         if not dist.is_initialized():
@@ -111,9 +118,7 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim)
     start = 0
     if resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"{ckpt_path}: no checkpoint to resume; start without --resume")
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        state = load_checkpoint(ckpt_path, device)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

@@ -37,8 +37,10 @@ def _typestore():
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     store = get_typestore(Stores.LATEST)
-    candidates = [Path(__file__).resolve().parents[1] / "interfaces" / "vision_msgs" / "msg",
-                  Path(sys.prefix) / "share" / "vision_msgs" / "msg"]
+    candidates = [
+        Path(__file__).resolve().parents[1] / "interfaces" / "vision_msgs" / "msg",
+        Path(sys.prefix) / "share" / "vision_msgs" / "msg",
+    ]
     for folder in candidates:
         if folder.is_dir():
             types = {}
@@ -68,8 +70,18 @@ def _stamp(ns: int):
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
-def make_bag(ir: Path, vis: Path, out: Path, rate: float = 10.0, jitter_ms: float = 2.0, offset_ms: float = 5.0,
-             ir_encoding: str = "mono8", loops: int = 1, seed: int = 0, start_ns: int = 1_700_000_000_000_000_000) -> int:
+def make_bag(
+    ir: Path,
+    vis: Path,
+    out: Path,
+    rate: float = 10.0,
+    jitter_ms: float = 2.0,
+    offset_ms: float = 5.0,
+    ir_encoding: str = "mono8",
+    loops: int = 1,
+    seed: int = 0,
+    start_ns: int = 1_700_000_000_000_000_000,
+) -> int:
     """Write the bag; returns the number of pairs written."""
     from rclpy.serialization import serialize_message
     from rosbags.rosbag2 import Writer
@@ -98,10 +110,13 @@ def make_bag(ir: Path, vis: Path, out: Path, rate: float = 10.0, jitter_ms: floa
                 if ir_img.ndim == 3:
                     ir_img = ir_img.mean(axis=2).astype(ir_img.dtype)
                 if ir_encoding == "mono16" and ir_img.dtype == np.uint8:
-                    ir_img = (ir_img.astype(np.uint16) * 48 + 2000)  # 8-bit -> a 14-bit thermal range with offset
+                    ir_img = ir_img.astype(np.uint16) * 48 + 2000  # 8-bit -> a 14-bit thermal range with offset
                 vis_enc = "rgb8" if vis_img.ndim == 3 else "mono8"
-                ir_msg = numpy_to_image(ir_img, ir_encoding if ir_img.dtype == np.uint16 or ir_encoding == "mono8" else "mono16",
-                                        Header(stamp=_stamp(t_ir), frame_id="ir_camera"))
+                ir_msg = numpy_to_image(
+                    ir_img,
+                    ir_encoding if ir_img.dtype == np.uint16 or ir_encoding == "mono8" else "mono16",
+                    Header(stamp=_stamp(t_ir), frame_id="ir_camera"),
+                )
                 vis_msg = numpy_to_image(vis_img, vis_enc, Header(stamp=_stamp(t_vis), frame_id="vis_camera"))
                 for conn, t, msg in sorted(((c_vis, t_vis, vis_msg), (c_ir, t_ir, ir_msg)), key=lambda x: x[1]):
                     writer.write(conn, t, serialize_message(msg))
@@ -126,8 +141,9 @@ def _ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
-def replay(bag: Path, out: Path, namespace: str = "", rate: float = 1.0, linger: float = 5.0,
-           match_timeout: float = 60.0) -> dict:
+def replay(
+    bag: Path, out: Path, namespace: str = "", rate: float = 1.0, linger: float = 5.0, match_timeout: float = 60.0
+) -> dict:
     """Publish the bag's images through the running node with original timing; record its outputs into `out`."""
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -152,6 +168,7 @@ def replay(bag: Path, out: Path, namespace: str = "", rate: float = 1.0, linger:
             writer.write(conns[topic], time.time_ns(), serialize_message(msg))
             if topic != "/diagnostics":
                 last_out[0] = time.monotonic()
+
         return callback
 
     node_state = {}
@@ -161,6 +178,7 @@ def replay(bag: Path, out: Path, namespace: str = "", rate: float = 1.0, linger:
             node_state.update({kv.key: kv.value for kv in status.values if kv.key == "state"})
 
     from diagnostic_msgs.msg import DiagnosticArray
+
     node.create_subscription(DiagnosticArray, "/diagnostics", watch_state, 10)
     reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     for rel, msgtype in OUTPUT_TOPICS.items():
@@ -175,8 +193,10 @@ def replay(bag: Path, out: Path, namespace: str = "", rate: float = 1.0, linger:
         # Wait for the node's subscriptions and for its diagnostics to say it is active (model loaded).
         while not (all(p.get_subscription_count() for p in pubs.values()) and node_state.get("state") == "active"):
             if time.monotonic() > end:
-                raise RuntimeError(f"no active fusion node on {ns}/ir/image and {ns}/vis/image within {match_timeout} s; "
-                                   "start it first (python -m tim_fusion_ros.fusion_node ...) and check its log")
+                raise RuntimeError(
+                    f"no active fusion node on {ns}/ir/image and {ns}/vis/image within {match_timeout} s; "
+                    "start it first (python -m tim_fusion_ros.fusion_node ...) and check its log"
+                )
             rclpy.spin_once(node, timeout_sec=0.05)
         _spin_for(node, 1.0)  # LARGE_DATA transports settle after matching
         pairs: dict[int, dict] = {}
@@ -196,8 +216,13 @@ def replay(bag: Path, out: Path, namespace: str = "", rate: float = 1.0, linger:
             pubs[topic].publish(msg)
             camera = topic.split("/")[1]
             entry = pairs.setdefault(original if camera == "vis" else -original, {})
-            entry.update({f"{camera}_stamp": original, f"{camera}_stamp_replayed": _ns(msg.header.stamp),
-                          "published_ns": time.time_ns()})
+            entry.update(
+                {
+                    f"{camera}_stamp": original,
+                    f"{camera}_stamp_replayed": _ns(msg.header.stamp),
+                    "published_ns": time.time_ns(),
+                }
+            )
         last_out[0] = max(last_out[0], time.monotonic())  # linger counts from the last input or output
         while time.monotonic() - last_out[0] < linger:
             rclpy.spin_once(node, timeout_sec=0.05)
@@ -276,22 +301,35 @@ def evaluate_replay(recorded: Path, source: Path, out: Path, convention: str = "
         recv.append(t)
         fused_n += 1
     if not fused_n:
-        raise RuntimeError(f"{recorded}: no fused image matches a replayed pair; did the node run and publish fused/image?")
+        raise RuntimeError(
+            f"{recorded}: no fused image matches a replayed pair; did the node run and publish fused/image?"
+        )
     metrics = evaluate_folders(out / "ir", out / "vis", out / "fused", convention=convention, progress=False)
     span = (max(recv) - min(p["published_ns"] for p in log)) * 1e-9
     summary = {
-        "pairs_sent": len(log), "fused_received": fused_n, "not_answered": len(log) - fused_n,
-        "dropped_by_reason": {k[len("drops_"):]: int(v) for k, v in diag.items() if k.startswith("drops_")},
-        "latency_ms": _percentiles(latencies), "throughput_hz": fused_n / span if span > 0 else float("nan"),
+        "pairs_sent": len(log),
+        "fused_received": fused_n,
+        "not_answered": len(log) - fused_n,
+        "dropped_by_reason": {k[len("drops_") :]: int(v) for k, v in diag.items() if k.startswith("drops_")},
+        "latency_ms": _percentiles(latencies),
+        "throughput_hz": fused_n / span if span > 0 else float("nan"),
         "node_stage_ms": {k: float(v) for k, v in diag.items() if k.endswith(("_p50", "_p95"))},
-        "convention": convention, "metrics": metrics["mean"],
+        "convention": convention,
+        "metrics": metrics["mean"],
     }
     (out / "eval.json").write_text(json.dumps(summary, indent=2))
-    lines = [f"# Bag replay evaluation ({recorded})", "",
-             f"pairs sent {len(log)}, fused {fused_n}, throughput {summary['throughput_hz']:.2f} Hz", "",
-             "| latency | p50 ms | p95 ms | max ms |", "|---|---|---|---|",
-             "| end to end | {p50:.1f} | {p95:.1f} | {max:.1f} |".format(**summary["latency_ms"]), "",
-             f"| metric ({convention}) | mean |", "|---|---|"]
+    lines = [
+        f"# Bag replay evaluation ({recorded})",
+        "",
+        f"pairs sent {len(log)}, fused {fused_n}, throughput {summary['throughput_hz']:.2f} Hz",
+        "",
+        "| latency | p50 ms | p95 ms | max ms |",
+        "|---|---|---|---|",
+        "| end to end | {p50:.1f} | {p95:.1f} | {max:.1f} |".format(**summary["latency_ms"]),
+        "",
+        f"| metric ({convention}) | mean |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v:.4f} |" for k, v in metrics["mean"].items() if v is not None]
     (out / "eval.md").write_text("\n".join(lines) + "\n")
     return summary
@@ -323,8 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "make":
-            n = make_bag(args.ir, args.vis, args.out, args.rate, args.jitter_ms, args.offset_ms, args.ir_encoding,
-                         args.loops)
+            n = make_bag(
+                args.ir, args.vis, args.out, args.rate, args.jitter_ms, args.offset_ms, args.ir_encoding, args.loops
+            )
             print(f"tim-bag make: {n} pairs -> {args.out}")
         elif args.command == "replay":
             res = replay(args.bag, args.out, args.namespace, args.rate, args.linger)

@@ -30,6 +30,7 @@ from .params import DESCRIPTIONS, RANGES, check, load_defaults
 from .stats import RollingStats
 from .sync import PairSynchronizer, stamp_to_ns
 
+
 class FusionNode(LifecycleNode):
     """The tim_fusion_ros perception node (see README, ROS section, for topics and parameters)."""
 
@@ -84,25 +85,50 @@ class FusionNode(LifecycleNode):
         events = SubscriptionEventCallbacks(incompatible_qos=self._incompatible_qos_callback)
         for camera in ("ir", "vis"):
             topic = f"{camera}/image/compressed" if compressed else f"{camera}/image"
-            self._entities.append(self.create_subscription(
-                CompressedImage if compressed else Image, topic,
-                lambda msg, c=camera: self.image_callback(c, msg), qos_profile_sensor_data,
-                qos_overriding_options=QoSOverridingOptions.with_default_policies(), event_callbacks=events))
-            self._entities.append(self.create_subscription(
-                CameraInfo, f"{camera}/camera_info", lambda msg, c=camera: self.camera_info.__setitem__(c, msg),
-                qos_profile_sensor_data))
-        self._entities += [self.pub_fused, self.pub_info, self.pub_debug, self.pub_diag,
-                           self.create_timer(p["diagnostic_period"], self.diagnostics_callback)]
+            self._entities.append(
+                self.create_subscription(
+                    CompressedImage if compressed else Image,
+                    topic,
+                    lambda msg, c=camera: self.image_callback(c, msg),
+                    qos_profile_sensor_data,
+                    qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+                    event_callbacks=events,
+                )
+            )
+            self._entities.append(
+                self.create_subscription(
+                    CameraInfo,
+                    f"{camera}/camera_info",
+                    lambda msg, c=camera: self.camera_info.__setitem__(c, msg),
+                    qos_profile_sensor_data,
+                )
+            )
+        self._entities += [
+            self.pub_fused,
+            self.pub_info,
+            self.pub_debug,
+            self.pub_diag,
+            self.create_timer(p["diagnostic_period"], self.diagnostics_callback),
+        ]
         self.get_logger().info(f"configured: model {p['model']}, device {p['device']}, slop {p['sync_slop']} s")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self.p
         try:
-            self.fuser = Fuser(p["model"], device=p["device"], half=p["half"], ir_norm=p["ir_normalization"],
-                               ir_range=tuple(p["ir_range"]), size_mismatch=p["size_mismatch"],
-                               threads=p["threads"] or None, warmup=True,
-                               score_threshold=p["score_threshold"], nms_iou=p["nms_iou"], backend=p["backend"])
+            self.fuser = Fuser(
+                p["model"],
+                device=p["device"],
+                half=p["half"],
+                ir_norm=p["ir_normalization"],
+                ir_range=tuple(p["ir_range"]),
+                size_mismatch=p["size_mismatch"],
+                threads=p["threads"] or None,
+                warmup=True,
+                score_threshold=p["score_threshold"],
+                nms_iou=p["nms_iou"],
+                backend=p["backend"],
+            )
         except (BundleError, ValueError, RuntimeError) as e:
             self.get_logger().error(f"activation failed: {e}")
             return TransitionCallbackReturn.FAILURE
@@ -132,8 +158,13 @@ class FusionNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         for entity in self._entities:
-            (self.destroy_timer if hasattr(entity, "timer_period_ns") else
-             self.destroy_publisher if hasattr(entity, "publish") else self.destroy_subscription)(entity)
+            (
+                self.destroy_timer
+                if hasattr(entity, "timer_period_ns")
+                else self.destroy_publisher
+                if hasattr(entity, "publish")
+                else self.destroy_subscription
+            )(entity)
         self._entities = []
         return TransitionCallbackReturn.SUCCESS
 
@@ -158,7 +189,8 @@ class FusionNode(LifecycleNode):
     def _incompatible_qos_callback(self, info) -> None:
         self.get_logger().warning(
             f"incompatible QoS on an input (last policy {info.last_policy_kind}): the publisher must offer what "
-            "the node requests; set qos_overrides.<topic>.subscription.reliability to match it")
+            "the node requests; set qos_overrides.<topic>.subscription.reliability to match it"
+        )
 
     # ---- inference thread: newest pair only ---------------------------------------------------
 
@@ -205,10 +237,15 @@ class FusionNode(LifecycleNode):
         self.tasks.publish(result, header, self.pub_debug)
         t4 = time.perf_counter()
         latency = (self.get_clock().now().nanoseconds - stamp_to_ns(header.stamp)) * 1e-6
-        for stage, ms in (("decode", (t1 - t0) * 1e3), ("fuse", result.timings["model"]),
-                          ("prepare_finish", result.timings["prepare"] + result.timings["finish"]),
-                          ("tasks", result.timings.get("tasks", 0.0)), ("encode", (t3 - t2) * 1e3),
-                          ("publish", (t4 - t3) * 1e3), ("end_to_end", latency)):
+        for stage, ms in (
+            ("decode", (t1 - t0) * 1e3),
+            ("fuse", result.timings["model"]),
+            ("prepare_finish", result.timings["prepare"] + result.timings["finish"]),
+            ("tasks", result.timings.get("tasks", 0.0)),
+            ("encode", (t3 - t2) * 1e3),
+            ("publish", (t4 - t3) * 1e3),
+            ("end_to_end", latency),
+        ):
             self.stats.add(stage, ms)
         self.stats.tick("fused_out")
 
@@ -218,9 +255,11 @@ class FusionNode(LifecycleNode):
         status = DiagnosticStatus(name=f"{self.get_name()}: fusion", hardware_id=str(self.p["device"]))
         drops = Counter(self.drops)
         drops.update(self.sync.drops())
-        values = {"state": "active" if self.active else "inactive",
-                  "pairs_formed": self.sync.pairs_formed,
-                  "fused_rate_hz": self.stats.rate("fused_out")}
+        values = {
+            "state": "active" if self.active else "inactive",
+            "pairs_formed": self.sync.pairs_formed,
+            "fused_rate_hz": self.stats.rate("fused_out"),
+        }
         warnings = []
         for camera in ("ir", "vis"):
             rate, age = self.stats.rate(f"{camera}_in"), self.stats.age(f"{camera}_in")
@@ -239,14 +278,18 @@ class FusionNode(LifecycleNode):
             values["device"] = str(self.fuser.device)
             if self.fuser.device.type == "cuda":
                 import torch
-                values["gpu_memory_mb"] = torch.cuda.memory_allocated(self.fuser.device) / 2 ** 20
+
+                values["gpu_memory_mb"] = torch.cuda.memory_allocated(self.fuser.device) / 2**20
         status.level = DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
         status.message = "; ".join(warnings) if warnings else "fusing"
-        status.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()]
+        status.values = [
+            KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()
+        ]
         self.pub_diag.publish(DiagnosticArray(header=self._diag_header(), status=[status]))
 
     def _diag_header(self):
         from std_msgs.msg import Header
+
         return Header(stamp=self.get_clock().now().to_msg())
 
     def _sync_watchdog(self) -> list[str]:
@@ -256,9 +299,14 @@ class FusionNode(LifecycleNode):
         if not (self.active and streaming and time.monotonic() - self._last_pair > limit):
             return []
         offset = self.sync.last_offset_s
-        text = (f"no IR/VIS pair for {limit:.0f} s: stamp offset {offset:+.3f} s vs sync_slop {self.p['sync_slop']} s; "
-                "increase sync_slop or time-synchronize the cameras") if offset is not None else (
-                f"no IR/VIS pair for {limit:.0f} s; cameras not time-synchronized?")
+        text = (
+            (
+                f"no IR/VIS pair for {limit:.0f} s: stamp offset {offset:+.3f} s vs sync_slop {self.p['sync_slop']} s; "
+                "increase sync_slop or time-synchronize the cameras"
+            )
+            if offset is not None
+            else (f"no IR/VIS pair for {limit:.0f} s; cameras not time-synchronized?")
+        )
         self.get_logger().warning(text, throttle_duration_sec=5.0)
         return [text]
 
@@ -268,8 +316,10 @@ def main(args=None) -> None:
     node = FusionNode()
     try:
         if node.get_parameter("autostart").value:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS or \
-                    node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            if (
+                node.trigger_configure() != TransitionCallbackReturn.SUCCESS
+                or node.trigger_activate() != TransitionCallbackReturn.SUCCESS
+            ):
                 raise SystemExit(1)
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -60,15 +60,28 @@ def read_voc(path: str | Path, classes: list[str]) -> tuple[np.ndarray, np.ndarr
 
 def coco_results(image_id: str | int, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> list[dict]:
     """Detections of one image in the COCO results format (bbox = [x, y, w, h] in pixels)."""
-    return [{"image_id": image_id, "category_id": int(c),
-             "bbox": [round(float(b[0]), 2), round(float(b[1]), 2),
-                      round(float(b[2] - b[0]), 2), round(float(b[3] - b[1]), 2)],
-             "score": round(float(s), 5)} for b, s, c in zip(boxes, scores, classes)]
+    return [
+        {
+            "image_id": image_id,
+            "category_id": int(c),
+            "bbox": [
+                round(float(b[0]), 2),
+                round(float(b[1]), 2),
+                round(float(b[2] - b[0]), 2),
+                round(float(b[3] - b[1]), 2),
+            ],
+            "score": round(float(s), 5),
+        }
+        for b, s, c in zip(boxes, scores, classes)
+    ]
 
 
-def coco_map(ground_truth: list[tuple[np.ndarray, np.ndarray]],
-             predictions: list[tuple[np.ndarray, np.ndarray, np.ndarray]], num_classes: int) -> dict[str, float]:
-    """{'map50', 'map'} (mAP@0.5, mAP@0.5:0.95) of per-image predictions (boxes, scores, classes) vs (boxes, classes)."""
+def coco_map(
+    ground_truth: list[tuple[np.ndarray, np.ndarray]],
+    predictions: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    num_classes: int,
+) -> dict[str, float]:
+    """{'map50', 'map'} (mAP@0.5, mAP@0.5:0.95) of per-image predictions (boxes, scores, classes) vs truths."""
     from faster_coco_eval import COCO, COCOeval_faster
 
     images, annotations, results = [], [], []
@@ -76,8 +89,16 @@ def coco_map(ground_truth: list[tuple[np.ndarray, np.ndarray]],
         images.append({"id": i})
         for b, c in zip(g_boxes, g_cls):
             w, h = float(b[2] - b[0]), float(b[3] - b[1])
-            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(c) + 1,
-                                "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h, "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i,
+                    "category_id": int(c) + 1,
+                    "bbox": [float(b[0]), float(b[1]), w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
         for r in coco_results(i, p_boxes, p_scores, p_cls):
             results.append({**r, "category_id": r["category_id"] + 1})  # COCO ids start at 1
     if not annotations:
@@ -85,8 +106,11 @@ def coco_map(ground_truth: list[tuple[np.ndarray, np.ndarray]],
     if not results:
         return {"map50": 0.0, "map": 0.0}
     gt = COCO()
-    gt.dataset = {"images": images, "annotations": annotations,
-                  "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)]}
+    gt.dataset = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)],
+    }
     gt.createIndex()
     with contextlib.redirect_stdout(io.StringIO()):  # the summary table is printed, we return the numbers
         ev = COCOeval_faster(gt, gt.loadRes(results), iouType="bbox")

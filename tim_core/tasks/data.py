@@ -47,7 +47,9 @@ def _resize(img: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np
     return cv2.resize(img, size[::-1], interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
 
 
-def _read_boxes(label_dir: Path, name: str, classes: list[str], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _read_boxes(
+    label_dir: Path, name: str, classes: list[str], shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     h, w = shape
     if (label_dir / f"{name}.xml").is_file():
         boxes, ids, _ = read_voc(label_dir / f"{name}.xml", classes)
@@ -60,9 +62,17 @@ def _read_boxes(label_dir: Path, name: str, classes: list[str], shape: tuple[int
     return boxes, ids
 
 
-def load_task_data(task: str, specs: list[str], split: str, val_fraction: float, size: tuple[int, int],
-                   labels: str = "labels/fusion", classes: list[str] | None = None, synthetic: int = 0,
-                   seed: int = 0) -> TaskData:
+def load_task_data(
+    task: str,
+    specs: list[str],
+    split: str,
+    val_fraction: float,
+    size: tuple[int, int],
+    labels: str = "labels/fusion",
+    classes: list[str] | None = None,
+    synthetic: int = 0,
+    seed: int = 0,
+) -> TaskData:
     """Load one split ('train' | 'val' | 'all') of real folders, or of `synthetic` generated scenes when > 0."""
     names, irs, viss, boxes, ids, masks = [], [], [], [], [], []
     if synthetic:
@@ -99,12 +109,14 @@ def load_task_data(task: str, specs: list[str], split: str, val_fraction: float,
                 viss.append(_resize(vis, size))
     if not names:
         raise ImageFileError(f"no {split} pairs for {task} in {specs or 'synthetic scenes'}")
-    return TaskData(names, np.stack(irs), np.stack(viss), classes, boxes, ids,
-                    np.stack(masks) if task == "segmentation" else None)
+    return TaskData(
+        names, np.stack(irs), np.stack(viss), classes, boxes, ids, np.stack(masks) if task == "segmentation" else None
+    )
 
 
-def sample_task_batch(data: TaskData, batch: int, crop: int, generator: torch.Generator,
-                      indices: list[int] | None = None) -> dict:
+def sample_task_batch(
+    data: TaskData, batch: int, crop: int, generator: torch.Generator, indices: list[int] | None = None
+) -> dict:
     """Random crops (crop <= 0: whole images) with random horizontal flips; boxes follow, centres must stay inside."""
     idx = indices if indices is not None else torch.randint(len(data), (batch,), generator=generator).tolist()
     h, w = data.ir.shape[1:]

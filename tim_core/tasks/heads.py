@@ -51,12 +51,14 @@ def load_heads(card: dict, extra: dict[str, torch.Tensor], source: str) -> dict[
             raise HeadError(f"{source}: card needs head_width[{task!r}] and its class list for the {task} head")
         net = build_task_net(task, len(classes), int(width))
         expected = {k: v for k, v in net.state_dict().items() if v.is_floating_point()}
-        got = {k[len(task) + 1:]: v for k, v in extra.items() if k.startswith(task + ".")}
+        got = {k[len(task) + 1 :]: v for k, v in extra.items() if k.startswith(task + ".")}
         for k, v in expected.items():
             if k not in got:
                 raise HeadError(f"{source}: missing weight '{task}.{k}' of the {task} head")
             if got[k].shape != v.shape:
-                raise HeadError(f"{source}: weight '{task}.{k}' has shape {tuple(got[k].shape)}, needs {tuple(v.shape)}")
+                raise HeadError(
+                    f"{source}: weight '{task}.{k}' has shape {tuple(got[k].shape)}, needs {tuple(v.shape)}"
+                )
         for k in got:
             if k not in expected:
                 raise HeadError(f"{source}: unexpected weight '{task}.{k}' for the {task} head")
@@ -68,8 +70,16 @@ def load_heads(card: dict, extra: dict[str, torch.Tensor], source: str) -> dict[
 class TaskHeads:
     """Runs a bundle's heads on one fused luma plane: enhancement first, then segmentation and detection."""
 
-    def __init__(self, card: dict, extra: dict[str, torch.Tensor], source: str, device: torch.device,
-                 dtype: torch.dtype, score_threshold: float = 0.3, nms_iou: float = 0.5):
+    def __init__(
+        self,
+        card: dict,
+        extra: dict[str, torch.Tensor],
+        source: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        score_threshold: float = 0.3,
+        nms_iou: float = 0.5,
+    ):
         self.card, self.device, self.dtype = card, device, dtype
         self.heads = {k: v.to(device, dtype) for k, v in load_heads(card, extra, source).items()}
         self.size = tuple(card.get("task_input", (0, 0)))
@@ -89,7 +99,9 @@ class TaskHeads:
                 out = self.heads["enhancement"](self._tensor(ir_u), self._tensor(vis_y), self._tensor(fused_y))[0]
                 fused_y = out.clamp(0, 1)[0, 0].float().cpu().numpy()
             th, tw = self.size if all(self.size) else (h, w)
-            x = self._tensor(cv2.resize(fused_y, (tw, th), interpolation=cv2.INTER_AREA) if (th, tw) != (h, w) else fused_y)
+            x = self._tensor(
+                cv2.resize(fused_y, (tw, th), interpolation=cv2.INTER_AREA) if (th, tw) != (h, w) else fused_y
+            )
             if "segmentation" in self.heads:
                 pred = self.heads["segmentation"](x).argmax(1)[0].to(torch.uint8).cpu().numpy()
                 mask = cv2.resize(pred, (w, h), interpolation=cv2.INTER_NEAREST)
@@ -98,6 +110,8 @@ class TaskHeads:
                 scale = np.array([w / tw, h / th, w / tw, h / th], np.float32)
                 names = self.card["classes"]
                 boxes = np.clip(boxes * scale, 0, [w, h, w, h])
-                detections = [Detection(int(c), names[int(c)], float(s), tuple(float(v) for v in b))
-                              for b, s, c in zip(boxes, scores, classes)]
+                detections = [
+                    Detection(int(c), names[int(c)], float(s), tuple(float(v) for v in b))
+                    for b, s, c in zip(boxes, scores, classes)
+                ]
         return fused_y, mask, detections
