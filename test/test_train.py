@@ -108,3 +108,22 @@ def test_train_errors_are_clear(dataset, capsys) -> None:
     assert "unknown key 'bogus'" in capsys.readouterr().err
     assert main(_args(dataset, dataset / "none", 2, "--resume")) == 2
     assert "no checkpoint to resume" in capsys.readouterr().err
+
+
+def test_train_runs_unchanged_under_torchrun(dataset) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [torchrun, "--nproc_per_node", "2", "-m", "tim_core", *_args(dataset, dataset / "ddp", 4), "--eval_metrics",
+           "false", "--threads", "1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("bundle written") == 1  # rank 0 reports and exports
+    net = load_bundle(dataset / "ddp" / "bundle")[0]
+    assert torch.load(dataset / "ddp" / "checkpoint.pt", weights_only=True)["step"] == 4
+    assert all(torch.isfinite(p).all() for p in net.parameters())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -111,7 +112,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (ConfigError, ImageFileError, FileNotFoundError) as e:
         print(f"tim train: {e}", file=sys.stderr)
         return 2
-    print(f"tim train: bundle written to {bundle}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(f"tim train: bundle written to {bundle}")
     return 0
 
 
