@@ -61,7 +61,8 @@ def test_make_replay_eval_matches_tim_eval(tmp_path, tiny_bundle, monkeypatch) -
         tim_bag(["make", "--ir", str(SAMPLES / "ir"), "--vis", str(SAMPLES / "vis"), "--out", str(bag), "--rate", "1"])
         == 0
     )
-    node = start_node(tmp_path, "-p", f"model:={tiny_bundle}", "-p", "device:=cpu", "-p", "sync_slop:=0.02")
+    # threads:=1 like this test process (conftest): the same reduction order, so pixels can be compared exactly
+    node = start_node(tmp_path, "-p", f"model:={tiny_bundle}", "-p", "device:=cpu", "-p", "threads:=1")
     try:
         assert tim_bag(["replay", str(bag), "--out", str(rec), "--linger", "4"]) == 0
     finally:
