@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import parse_size
 from .genotype import GenotypeError, load_genotype
 from .network import FusionNet
 from .runtime import BundleError, Fuser, resolve_bundle, save_bundle
@@ -177,20 +178,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r} must be HxW, e.g. 512x640") from None
-    return h, w
-
 
 def add_cli(subparsers) -> None:
     """Register `tim bench`."""
     p = subparsers.add_parser("bench", help="model latency (median/p95 ms, frames/s), ratios to the first model")
     p.add_argument("--model", default="tim_ivif_base",
                    help="comma-separated bundles or genotypes (random weights), e.g. tim_ivif_base,tim_light")
-    p.add_argument("--size", type=_size, default=(512, 640), help="HxW (default 512x640)")
+    p.add_argument("--size", type=parse_size, default=(512, 640), help="HxW (default 512x640)")
     p.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime CPU threads (default: all)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default: cpu)")
     p.add_argument("--half", action="store_true", help="FP16 (CUDA only)")

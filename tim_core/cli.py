@@ -11,17 +11,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .config import parse_size
+
 # Subcommands that live beside their concept: each module defines add_cli(subparsers), whose parsers set
 # `func` via set_defaults (and `takes_overrides=True` when they accept --field value config overrides).
 PLUGIN_MODULES = ("tim_core.search", "tim_core.meta", "tim_core.guided", "tim_core.bench", "tim_core.export")
 
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r} must be HxW, e.g. 480x640") from None
-    return h, w
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
@@ -134,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="architecture summary of a genotype or bundle")
     p.add_argument("target", help="built-in genotype name (tim_ivif, tim_light), genotype JSON, or bundle folder")
-    p.add_argument("--size", type=_parse_size, default=(480, 640), help="HxW for MACs (default 480x640)")
+    p.add_argument("--size", type=parse_size, default=(480, 640), help="HxW for MACs (default 480x640)")
     p.add_argument("--json", action="store_true", help="print JSON (keys params, macs, genotype)")
     p.set_defaults(func=cmd_info)
 

@@ -30,7 +30,7 @@ from .runtime import load_bundle, pick_device, save_bundle
 from .tasks import TASKS, build_task_net, evaluate_task, task_loss
 from .tasks.data import load_task_data, sample_task_batch
 from .tasks.heads import head_card, head_tensors, load_heads
-from .train import _dist_info, _lr_lambda, load_checkpoint, save_atomic
+from .train import _dist_info, _lr_lambda, load_checkpoint, save_atomic, tensorboard_writer
 
 COUPLINGS = ("frozen", "alternating", "bilevel")
 INPUTS = ("fused", "ir", "vis")
@@ -176,11 +176,7 @@ def guide(cfg: GuideConfig, resume: bool = False, command: str = "") -> dict:
         torch.set_rng_state(state["torch_rng"])
         start = state["step"]
 
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tb"))
+    writer = tensorboard_writer(out, rank)
     t_params = list(task_net.parameters())
     f_params = list(fusion.parameters()) if trains_fusion else []
     bar = tqdm(

@@ -161,10 +161,9 @@ def _trim_log(path: Path, upto: int) -> None:
 
 def run_meta(cfg: MetaConfig, resume: bool = False, command: str = "") -> Path:
     """Meta-train an initialization with checkpoints and resume; export it as a bundle; returns its path."""
-    from torch.utils.tensorboard import SummaryWriter
 
     from .adapt import recalibrate_bn
-    from .train import load_checkpoint, save_atomic
+    from .train import load_checkpoint, save_atomic, tensorboard_writer
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -188,7 +187,7 @@ def run_meta(cfg: MetaConfig, resume: bool = False, command: str = "") -> Path:
         _trim_log(log_path, start)
     elif log_path.exists():
         log_path.unlink()
-    writer = SummaryWriter(str(out / "tb"))
+    writer = tensorboard_writer(out, 0)
     with log_path.open("a") as log, tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="meta",
                                           dynamic_ncols=True) as bar:
         for step in bar:

@@ -71,6 +71,15 @@ def save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def tensorboard_writer(out: Path, rank: int):
+    """TensorBoard writer under OUT/tb on rank 0 (None on other ranks)."""
+    if rank != 0:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out / "tb"))
+
+
 def load_checkpoint(path: Path, device: torch.device) -> dict:
     """A checkpoint written by save_atomic (tensors and plain data only: weights_only loading)."""
     if not path.is_file():
@@ -126,10 +135,7 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
         torch.set_rng_state(state["torch_rng"])
         start = state["step"]
 
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(out / "tb"))
+    writer = tensorboard_writer(out, rank)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", disable=rank != 0,
                dynamic_ncols=True)
     t_last, seen = time.perf_counter(), 0
