@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
 
 from tim_core.bench import bench_fuser, format_table, machine_info, materialize
+from tim_core.genotype import Genotype
 from tim_core.runtime import WEIGHTS, Fuser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,8 +48,16 @@ COLUMNS = [
 
 
 def shipped_bundles() -> list[str]:
-    """Every bundle folder under models/, by name."""
-    return sorted(str(p.parent) for p in (ROOT / "models").glob(f"*/{WEIGHTS}"))
+    """One bundle folder per distinct architecture under models/: bundles with the same genotype and heads (e.g.
+    the medical models adapted from one initialization) cost the same, so timing each again adds only minutes."""
+    seen, out = set(), []
+    for weights in sorted((ROOT / "models").glob(f"*/{WEIGHTS}")):
+        genotype = Genotype.from_json((weights.parent / "genotype.json").read_text())
+        heads = tuple(json.loads((weights.parent / "card.json").read_text()).get("heads", []))
+        if (genotype.fingerprint(), heads) not in seen:
+            seen.add((genotype.fingerprint(), heads))
+            out.append(str(weights.parent))
+    return out
 
 
 def configurations(models: list[str], threads: list[int]) -> list[dict]:

@@ -20,16 +20,17 @@ def _overlays(recorded: Path, eval_dir: Path) -> int:
     from tim_core.files import read_image, write_image
     from tim_core.runtime import Detection
 
-    from .bag import _ns, read_bag
+    from .bag import read_bag
     from .image_codec import image_to_numpy
     from .overlay import blend_mask, draw_detections
+    from .sync import stamp_to_ns
 
     log = json.loads((recorded / "tim_replay.json").read_text())["pairs"]
     names = {p.get("vis_stamp_replayed"): p["name"] for p in log}
     names.update({p.get("ir_stamp_replayed"): p["name"] for p in log})
     dets, masks = {}, {}
     for topic, _t, msg in read_bag(recorded):
-        name = names.get(_ns(msg.header.stamp)) if hasattr(msg, "header") else None
+        name = names.get(stamp_to_ns(msg.header.stamp)) if hasattr(msg, "header") else None
         if name is None:
             continue
         if topic.endswith("/detections"):
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from tim_core.runtime import BundleError, resolve_bundle
 
-    from .bag import evaluate_replay, make_bag, replay
+    from .bag import make_bag
+    from .replay import evaluate_replay, replay
 
     try:
         bundle = resolve_bundle(args.model)
