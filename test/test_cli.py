@@ -116,7 +116,13 @@ def test_info_bundle_shows_card(tiny_bundle, capsys) -> None:
 
 def test_info_unknown(capsys) -> None:
     assert main(["info", "nonexistent"]) == 2
-    assert "built-in" in capsys.readouterr().err
+    assert "neither a genotype nor a bundle" in capsys.readouterr().err
+
+
+def test_info_shipped_bundle_by_name(capsys) -> None:
+    assert main(["info", "tim_ivif_base", "--size", "64x64", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["params"] == 127_358 and info["card"]["validation"]["convention"] == "matlab"
 
 
 def test_bad_size_flag() -> None:

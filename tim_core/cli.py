@@ -57,21 +57,26 @@ def cmd_fuse(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Architecture summary of a genotype (name or JSON) or a bundle: parameters, MACs, cells, card."""
-    from .genotype import GenotypeError, load_genotype
+    from .genotype import GENOTYPE_DIR, GenotypeError, load_genotype
     from .network import FusionNet, count_macs, count_parameters
-    from .runtime import WEIGHTS, BundleError, load_bundle
+    from .runtime import BundleError, load_bundle
 
     card = None
     try:
-        if (Path(args.target) / WEIGHTS).is_file():
-            net, card, _ = load_bundle(args.target)
-        else:
+        target = Path(args.target)
+        is_genotype = target.is_file() or (GENOTYPE_DIR / f"{args.target}.json").is_file()
+        if is_genotype:
             net = FusionNet(load_genotype(args.target))
+        else:  # a bundle folder or a shipped bundle name
+            try:
+                net, card, _ = load_bundle(args.target)
+            except BundleError as e:
+                raise GenotypeError(f"{args.target}: neither a genotype nor a bundle ({e})") from None
     except (GenotypeError, BundleError) as e:
         print(f"tim info: {e}", file=sys.stderr)
         return 2
     h, w = args.size
-    info = {"name": net.genotype.name, "params": count_parameters(net), "macs": count_macs(net, h, w),
+    info = {"name": card.get("name", net.genotype.name) if card else net.genotype.name, "params": count_parameters(net), "macs": count_macs(net, h, w),
             "size": [h, w], "genotype": net.genotype.to_dict()}
     if card is not None:
         info["card"] = card
@@ -79,7 +84,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     print(f"{info['name']}: {info['params']:,} parameters, {info['macs'] / 1e9:.2f} GMACs at {h}x{w}, "
-          f"width {net.genotype.width}")
+          f"genotype {net.genotype.name}, width {net.genotype.width}")
     for i, cell in enumerate(net.genotype.cells):
         print(f"  cell {i} ({cell.type}): {' -> '.join(cell.ops)}")
     if card is not None:
