@@ -76,7 +76,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"tim info: {e}", file=sys.stderr)
         return 2
     h, w = args.size
-    info = {"name": card.get("name", net.genotype.name) if card else net.genotype.name, "params": count_parameters(net), "macs": count_macs(net, h, w),
+    name = card.get("name", net.genotype.name) if card else net.genotype.name
+    info = {"name": name, "params": count_parameters(net), "macs": count_macs(net, h, w),
             "size": [h, w], "genotype": net.genotype.to_dict()}
     if card is not None:
         info["card"] = card
