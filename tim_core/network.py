@@ -64,6 +64,16 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
 
 
+def make_stem(c: int) -> nn.Sequential:
+    """TIM's stem: reflect-pad 3x3 conv 2 -> 2C, PReLU, 3x3 conv 2C -> C, PReLU."""
+    return nn.Sequential(ReflectConv(2, 2 * c, 3), nn.PReLU(), ReflectConv(2 * c, c, 3), nn.PReLU())
+
+
+def make_head(c: int) -> nn.Sequential:
+    """TIM's head: 3x3 C -> C, PReLU, 3x3 C -> C/2, 1x1 C/2 -> 1, no output activation."""
+    return nn.Sequential(ReflectConv(c, c, 3), nn.PReLU(), ReflectConv(c, c // 2, 3), ReflectConv(c // 2, 1, 1))
+
+
 class FusionNet(nn.Module):
     """N_F(ir, vis) -> fused luma, inputs (N,1,H,W) in [0,1]; no output activation (clamp at the end)."""
 
@@ -71,11 +81,9 @@ class FusionNet(nn.Module):
         super().__init__()
         self.genotype = genotype
         c = genotype.width
-        self.stem = nn.Sequential(ReflectConv(2, 2 * c, 3), nn.PReLU(), ReflectConv(2 * c, c, 3), nn.PReLU())
+        self.stem = make_stem(c)
         self.cells = nn.Sequential(*(make_cell(cell, c) for cell in genotype.cells))
-        self.head = nn.Sequential(
-            ReflectConv(c, c, 3), nn.PReLU(), ReflectConv(c, c // 2, 3), ReflectConv(c // 2, 1, 1)
-        )
+        self.head = make_head(c)
         self.multiple = 4 if genotype.multiscale else 1
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .genotype import CELL_TYPES, Cell, Genotype
-from .network import ReflectConv, pad_to_multiple
+from .network import make_head, make_stem, pad_to_multiple
 from .ops import COMPACT_OPS, PUBLISHED_OPS, SKFF, ReLUConvBN, ResidualDown, ResidualUp, make_op
 
 DEFAULT_CANDIDATES = PUBLISHED_OPS + COMPACT_OPS
@@ -102,11 +102,9 @@ class SuperNet(nn.Module):
         super().__init__()
         self.space = space
         c = space.width
-        self.stem = nn.Sequential(ReflectConv(2, 2 * c, 3), nn.PReLU(), ReflectConv(2 * c, c, 3), nn.PReLU())
+        self.stem = make_stem(c)
         self.cells = nn.ModuleList(SuperCell(c, space) for _ in range(space.cells))
-        self.head = nn.Sequential(
-            ReflectConv(c, c, 3), nn.PReLU(), ReflectConv(c, c // 2, 3), ReflectConv(c // 2, 1, 1)
-        )
+        self.head = make_head(c)
         # DARTS initialisation: near-uniform mixtures, small noise breaks ties between identical candidates.
         self.alpha_ops = nn.Parameter(1e-3 * torch.randn(space.cells, space.positions, len(space.candidates)))
         self.alpha_type = nn.Parameter(torch.zeros(space.cells, len(space.cell_types)))
