@@ -4,6 +4,10 @@ A data set root holds two modality folders whose files match by stem. Known layo
 ir/vi, ir/vis (MSRS, RoadScene, M3FD, TNO, LLVIP), mri/ct, mri/pet, mri/spect (medical), under/over
 (multi-exposure), near/far (multi-focus); or name them explicitly as "ROOT:A_DIR,B_DIR".
 
+Benchmark pairs are never trained on: every `*.txt` in a `benchmarks/` folder beside a data set root whose
+name starts with the root's name (e.g. `../shared/data/benchmarks/roadscene50.txt` for `roadscene/`) lists
+stems that the 'train' and 'all' splits leave out; the 'val' split keeps them (they only score).
+
 Intensities: 8-bit is divided by 255; 16-bit thermal is stretched per image from its 1st to 99th
 percentile (robust to hot pixels, the same rule as `Fuser(ir_norm="percentile")`). Colour images are
 fused in luma (BT.601 Y), the convention of TIM and of the metrics.
@@ -28,6 +32,16 @@ LAYOUTS = (("ir", "vi"), ("ir", "vis"), ("mri", "ct"), ("mri", "pet"), ("mri", "
 def is_validation(name: str, fraction: float = 0.2) -> bool:
     """Deterministic split by name hash: the same file is always on the same side, on every machine."""
     return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 2 ** 32 < fraction
+
+
+def benchmark_names(root: Path) -> set[str]:
+    """Stems of the published benchmark pairs of data set `root` (see the module docstring)."""
+    bench = Path(root).parent / "benchmarks"
+    names: set[str] = set()
+    if bench.is_dir():
+        for f in sorted(bench.glob(f"{Path(root).name}*.txt")):
+            names.update(line.strip() for line in f.read_text().splitlines() if line.strip())
+    return names
 
 
 def resolve_layout(spec: str) -> tuple[Path, Path]:
@@ -60,6 +74,7 @@ class PairSet:
     names: list[str]
     a: list[np.ndarray]
     b: list[np.ndarray]
+    target: list[np.ndarray] | None = None  # optional third plane per pair (a teacher's fused luma), cropped alike
 
     def __len__(self) -> int:
         return len(self.names)
@@ -74,8 +89,11 @@ def load_pairs(specs: list[str], split: str = "train", val_fraction: float = 0.2
     for spec in specs:
         a_dir, b_dir = resolve_layout(spec)
         pairs, _unpaired = pair_paths(a_dir, b_dir)
+        held_out = benchmark_names(Path(spec.split(":")[0])) if split != "val" else set()
         for p in pairs:
             if split != "all" and is_validation(p.name, val_fraction) != (split == "val"):
+                continue
+            if p.name in held_out:
                 continue
             a, b = load_unit_gray(p.a), load_unit_gray(p.b)
             if a.shape != b.shape:
@@ -90,29 +108,31 @@ def load_pairs(specs: list[str], split: str = "train", val_fraction: float = 0.2
     return PairSet(names, a_list, b_list)
 
 
-def sample_batch(data: PairSet, batch: int, crop: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch of random crops with random flips, (N, 1, crop, crop) each; fully determined by `generator`."""
+def sample_batch(data: PairSet, batch: int, crop: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """A batch of random crops with random flips, (N, 1, crop, crop) each; fully determined by `generator`.
+
+    Returns (A, B), or (A, B, target) when the set carries a target plane (distillation).
+    """
     idx = torch.randint(len(data), (batch,), generator=generator).tolist()
-    a_out = torch.empty(batch, 1, crop, crop)
-    b_out = torch.empty(batch, 1, crop, crop)
+    planes = [data.a, data.b] + ([data.target] if data.target is not None else [])
+    outs = [torch.empty(batch, 1, crop, crop) for _ in planes]
     for i, k in enumerate(idx):
-        a, b = data.a[k], data.b[k]
-        h, w = a.shape
+        h, w = data.a[k].shape
         ch, cw = min(crop, h), min(crop, w)
         y = int(torch.randint(h - ch + 1, (1,), generator=generator))
         x = int(torch.randint(w - cw + 1, (1,), generator=generator))
-        pa = torch.from_numpy(a[y:y + ch, x:x + cw])
-        pb = torch.from_numpy(b[y:y + ch, x:x + cw])
+        patches = [torch.from_numpy(p[k][y:y + ch, x:x + cw]) for p in planes]
         if (ch, cw) != (crop, crop):  # small images: resize the crop up rather than pad with fake content
-            pa = torch.nn.functional.interpolate(pa[None, None], (crop, crop), mode="bilinear")[0, 0]
-            pb = torch.nn.functional.interpolate(pb[None, None], (crop, crop), mode="bilinear")[0, 0]
+            patches = [torch.nn.functional.interpolate(p[None, None], (crop, crop), mode="bilinear")[0, 0]
+                       for p in patches]
         flips = torch.rand(2, generator=generator)
         if flips[0] < 0.5:
-            pa, pb = pa.flip(-1), pb.flip(-1)
+            patches = [p.flip(-1) for p in patches]
         if flips[1] < 0.5:
-            pa, pb = pa.flip(-2), pb.flip(-2)
-        a_out[i, 0], b_out[i, 0] = pa, pb
-    return a_out, b_out
+            patches = [p.flip(-2) for p in patches]
+        for out, p in zip(outs, patches):
+            out[i, 0] = p
+    return tuple(outs)
 
 
 def center_crops(data: PairSet, crop: int, limit: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,6 +42,10 @@ class TrainConfig:
     w_intensity: float = 1.0
     w_gradient: float = 10.0
     w_ssim: float = 1.0
+    grad_gain: float = 1.0  # texture target = gain * max(|grad IR|, |grad VIS|) (losses.LossWeights)
+    ema: float = 0.0  # weight EMA decay (e.g. 0.999); validation and the exported bundle use the average; 0: off
+    teacher: str = ""  # distillation: a bundle whose fused images (computed once, cached in OUT) the student follows
+    w_teacher: float = 1.0  # weight of |F - teacher| added to the fusion loss
     ckpt_every: int = 100  # a kill loses at most this many steps
     val_every: int = 250
     val_crop: int = 256
@@ -95,6 +99,40 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def teacher_targets(cfg: TrainConfig, data, out: Path) -> list:
+    """The teacher bundle's fused luma of every training pair, computed once and cached in OUT."""
+    import numpy as np
+
+    from .data import PairSet
+
+    cache = out / "teacher_targets.npz"
+    assert isinstance(data, PairSet)
+    if cache.is_file():
+        with np.load(cache) as z:
+            if list(z["names"]) == list(data.names) and str(z["teacher"]) == str(cfg.teacher):
+                return [z[f"t{i}"] for i in range(len(data))]
+    teacher = load_bundle(cfg.teacher)[0].eval()
+    targets = []
+    with torch.no_grad():
+        for a, b in tqdm(list(zip(data.a, data.b)), desc="teacher targets", unit="pair"):
+            t = teacher(torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None]).clamp(0, 1)
+            targets.append(t[0, 0].numpy().astype(np.float32))
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, names=np.array(data.names), teacher=np.array(str(cfg.teacher)),
+             **{f"t{i}": t for i, t in enumerate(targets)})
+    os.replace(tmp, cache)
+    return targets
+
+
+def lineage(cfg: TrainConfig, command: str) -> list[str]:
+    """Every command from scratch to this bundle: the --init bundle's lineage (or command), then this one."""
+    earlier: list[str] = []
+    if cfg.init:
+        card = load_bundle(cfg.init)[1]
+        earlier = list(card.get("lineage") or ([card["command"]] if card.get("command") else []))
+    return earlier + [command]
+
+
 def build_model(cfg: TrainConfig) -> FusionNet:
     if cfg.init:
         return load_bundle(cfg.init)[0]
@@ -116,6 +154,8 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
 
     train_set = load_pairs(cfg.data, "train", cfg.val_fraction)
     val_set = load_pairs(cfg.data, "val", cfg.val_fraction)
+    if cfg.teacher:
+        train_set.target = teacher_targets(cfg, train_set, out)
     val_a, val_b = (t.to(device) for t in center_crops(val_set, cfg.val_crop, cfg.val_images))
 
     net = build_model(cfg).to(device)
@@ -124,11 +164,20 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim)
+    weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim, cfg.grad_gain)
+    ema = None
+    if cfg.ema > 0:
+        import copy
+
+        ema = copy.deepcopy(net).eval()
+        for p in ema.parameters():
+            p.requires_grad_(False)
     start = 0
     if resume:
         state = load_checkpoint(ckpt_path, device)
         net.load_state_dict(state["model"])
+        if ema is not None:
+            ema.load_state_dict(state.get("ema", state["model"]))
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -142,15 +191,25 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     for step in bar:
         model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 131 + rank)
-        a, b = (t.to(device, non_blocking=True) for t in sample_batch(train_set, cfg.batch, cfg.crop, gen))
+        a, b, *target = (t.to(device, non_blocking=True) for t in sample_batch(train_set, cfg.batch, cfg.crop, gen))
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             fused = model(a, b)
         loss, terms = fusion_loss(fused.float(), a, b, weights)
+        if target:
+            l_teacher = torch.nn.functional.l1_loss(fused.float(), target[0])
+            loss = loss + cfg.w_teacher * l_teacher
+            terms["teacher"] = l_teacher.item()
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
         sched.step()
+        if ema is not None:
+            with torch.no_grad():
+                for p_e, p in zip(ema.parameters(), net.parameters()):
+                    p_e.lerp_(p, 1.0 - cfg.ema)
+                for b_e, b_n in zip(ema.buffers(), net.buffers()):
+                    b_e.copy_(b_n)
         seen += cfg.batch * world
         done = step + 1
         if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
@@ -163,20 +222,22 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
             writer.add_scalar("train/lr", sched.get_last_lr()[0], done)
             writer.add_scalar("train/images_per_s", rate, done)
         if rank == 0 and (done % cfg.val_every == 0 or done == cfg.steps):
-            validate(net, val_a, val_b, weights, writer, done)
+            validate(ema if ema is not None else net, val_a, val_b, weights, writer, done)
         if rank == 0 and (done % cfg.ckpt_every == 0 or done == cfg.steps):
             save_atomic({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                          "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(), "step": done,
-                         "config": asdict(cfg)}, ckpt_path)
+                         "config": asdict(cfg), **({"ema": ema.state_dict()} if ema is not None else {})},
+                        ckpt_path)
     bar.close()
     if world > 1:
         dist.barrier()
     bundle = Path(cfg.export) if cfg.export else out / "bundle"
     if rank == 0:
+        final = ema if ema is not None else net
         card = {"task": "fusion", "genotype": net.genotype.name, "data": list(cfg.data),
                 "split": f"name hash, validation fraction {cfg.val_fraction}", "steps": cfg.steps,
-                "command": command, "config": dump_config(cfg)}
-        save_bundle(bundle, net.cpu(), card)
+                "command": command, "config": dump_config(cfg), "lineage": lineage(cfg, command)}
+        save_bundle(bundle, final.cpu(), card)
         if cfg.eval_metrics:
             from .report import evaluate_on_validation
             evaluate_on_validation(bundle, cfg.data, cfg.val_fraction, out / "val", cfg.eval_limit)
