@@ -94,7 +94,7 @@ def test_fuse_reports_missing_partner_and_size_mismatch(tiny_bundle, tmp_path, c
 
 
 def test_fuse_without_trained_model_says_how(tmp_path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr("tim_core.runtime.models_dirs", lambda: [tmp_path])
+    monkeypatch.setattr("tim_core.bundle.models_dirs", lambda: [tmp_path])
     code = main(["fuse", "--ir", str(SAMPLES / "ir"), "--vis", str(SAMPLES / "vis"), "--out", str(tmp_path / "o")])
     assert code == 2
     err = capsys.readouterr().err

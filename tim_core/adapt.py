@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .bundle import load_bundle, resolve_bundle, save_bundle
 from .config import dump_config
 from .data import PairSet, load_pairs, sample_batch
 from .losses import LossWeights, fusion_loss
 from .network import FusionNet
-from .runtime import load_bundle, resolve_bundle, save_bundle
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
@@ -143,9 +143,9 @@ def run_adapt(cfg: AdaptConfig, command: str = "") -> Path:
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     """`tim adapt --init BUNDLE --a DIR --b DIR --steps K [--out BUNDLE] [--field value ...]`."""
+    from .bundle import BundleError
     from .config import ConfigError, load_config, parse_overrides
     from .files import ImageFileError
-    from .runtime import BundleError
 
     try:
         given = {"init": args.init, "a": args.a, "b": args.b, "steps": args.steps}

@@ -20,19 +20,21 @@ PLUGIN_MODULES = ("tim_core.search", "tim_core.meta", "tim_core.guided", "tim_co
 
 
 def cmd_fuse(args: argparse.Namespace) -> int:
-    """Fuse single files or folders paired by stem; never skips silently."""
-    from .files import ImageFileError, pair_paths, read_image, write_image
+    """Fuse single files or folders paired by stem; never skips silently, never replaces a file unasked."""
+    from .files import ImageFileError, check_output_folder, pair_paths, read_image, write_image, write_text_atomic
     from .runtime import BundleError, Fuser
     from .tasks.boxes import coco_results
 
+    out = Path(args.out)
     try:
         pairs, unpaired = pair_paths(args.ir, args.vis)
+        names = [f"{p.name}.png" for p in pairs] + ["detections.json"]
+        check_output_folder(out, [Path(args.ir), Path(args.vis)], names, args.overwrite, "tim fuse")
         fuser = Fuser(args.model, device=args.device, half=args.half,
                       size_mismatch="resize_ir" if args.resize_ir else "reject")
     except (ImageFileError, BundleError, ValueError) as e:
         print(f"tim fuse: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
     failed = [(name, reason) for name, reason in unpaired]
     done, coco = 0, []  # detections in the COCO results format (image_id = file stem) when the bundle detects
     for pair in tqdm(pairs, desc="fusing", unit="pair", disable=args.quiet or len(pairs) < 2):
@@ -46,9 +48,10 @@ def cmd_fuse(args: argparse.Namespace) -> int:
             done += 1
         except (ImageFileError, ValueError) as e:
             failed.append((pair.name, str(e)))
+        except (RuntimeError, MemoryError) as e:  # one pair the model cannot run (e.g. out of memory): go on
+            failed.append((pair.name, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
     if "detection" in fuser.card.get("heads", []):
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "detections.json").write_text(json.dumps(coco) + "\n")
+        write_text_atomic(out / "detections.json", json.dumps(coco) + "\n")
     for name, reason in failed:
         print(f"  failed {name}: {reason}", file=sys.stderr)
     print(f"tim fuse: {done} fused, {len(failed)} failed -> {out}")
@@ -102,15 +105,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Fusion training from a YAML config plus --key value overrides."""
+    import shlex
+
+    from .bundle import BundleError
+    from .checkpoint import CheckpointError
     from .config import ConfigError, load_config, parse_overrides
     from .files import ImageFileError
+    from .genotype import GenotypeError
     from .train import TrainConfig, train
 
     try:
         cfg = load_config(TrainConfig, args.config, parse_overrides(args.overrides))
-        command = " ".join(["tim train", *(["--config", args.config] if args.config else []), *args.overrides])
-        bundle = train(cfg, resume=args.resume, command=command)
-    except (ConfigError, ImageFileError, FileNotFoundError) as e:
+        command = shlex.join(["tim", "train", *(["--config", args.config] if args.config else []), *args.overrides])
+        bundle = train(cfg, resume=args.resume, command=command, overwrite=args.overwrite)
+    except (ConfigError, ImageFileError, FileNotFoundError, CheckpointError, BundleError, GenotypeError) as e:
         print(f"tim train: {e}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
@@ -131,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
     p.add_argument("--resize-ir", action="store_true", help="resize IR to the visible size when they differ")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace fused images already in --out")
     p.set_defaults(func=cmd_fuse)
 
     p = sub.add_parser("info", help="architecture summary of a genotype or bundle")
@@ -152,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Config fields can be overridden as --field value (e.g. --steps 100).")
     p.add_argument("--config", help="YAML file mirroring TrainConfig (tim_core/configs/*.yaml)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt at its step")
+    p.add_argument("--overwrite", action="store_true", help="start over in a used run folder / replace the export")
     p.set_defaults(func=cmd_train)
     return parser
 

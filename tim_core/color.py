@@ -37,6 +37,10 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float32, copy=False) @ _RGB2YCBCR[0]
 
 
+class NonFiniteError(ValueError):
+    """An image with NaN or infinite values (a float camera frame gone bad)."""
+
+
 def to_unit(
     img: np.ndarray,
     ir_norm: str = "minmax",
@@ -56,7 +60,7 @@ def to_unit(
         raise ValueError(f"unsupported pixel type {img.dtype}; expected uint8, uint16 or float")
     x = img.astype(np.float32, copy=False)
     if img.dtype != np.uint16 and not np.isfinite(x).all():
-        raise ValueError("image has NaN or Inf values; fix the source or drop the frame")
+        raise NonFiniteError("image has NaN or Inf values; fix the source or drop the frame")
     if img.dtype != np.uint16 and x.size and x.min() >= 0.0 and x.max() <= 1.0:
         return x.astype(np.float32, copy=False)
     if ir_norm == "fixed":

@@ -42,8 +42,52 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     return value
 
 
+INF = float("inf")
+# Ranges by field name, shared by every config dataclass: (low, high, low_exclusive). A dataclass may narrow
+# or widen them with a class attribute BOUNDS of the same form.
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "steps": (1, 10_000_000, False), "batch": (1, 4096, False), "crop": (8, 8192, False),
+    "ckpt_every": (1, INF, False), "log_every": (1, INF, False), "val_every": (0, INF, False),
+    "warmup_steps": (0, INF, False), "threads": (0, 1024, False), "eval_limit": (0, INF, False),
+    "val_images": (1, 10_000, False), "val_crop": (8, 8192, False), "meta_batch": (1, 1024, False),
+    "inner_steps": (0, 1000, False), "bn_batches": (0, 10_000, False), "head_width": (1, 512, False),
+    "lr": (0.0, 10.0, True), "outer_lr": (0.0, 10.0, True), "inner_lr": (0.0, 10.0, True),
+    "alpha_lr": (0.0, 10.0, True), "neumann_lr": (0.0, 10.0, True), "fusion_lr": (0.0, 10.0, False),
+    "weight_decay": (0.0, 10.0, False), "alpha_weight_decay": (0.0, 10.0, False),
+    "w_intensity": (0.0, 1e6, False), "w_gradient": (0.0, 1e6, False), "w_ssim": (0.0, 1e6, False),
+    "w_teacher": (0.0, 1e6, False), "grad_gain": (0.0, 10.0, True), "ema": (0.0, 0.999999, False),
+    "val_fraction": (0.0, 1.0, True), "upper_fraction": (0.0, 1.0, True), "cost_weight": (0.0, 1e6, False),
+    "lam": (0.0, 1e6, False), "dice": (0.0, 1e6, False), "seed": (0, 2**31 - 1, False),
+}
+
+
+def check_ranges(cfg: Any, source: str = "config") -> None:
+    """Every out-of-range or non-finite field of a config, in one ConfigError (one line per problem)."""
+    bounds = {**RANGES, **getattr(type(cfg), "BOUNDS", {})}
+    problems = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if value != value or value in (INF, -INF):
+            problems.append(f"{f.name}: {value!r} is not a finite number")
+            continue
+        if f.name in bounds:
+            low, high, exclusive = bounds[f.name]
+            if (value <= low if exclusive else value < low) or value > high:
+                low_txt = f"({low}" if exclusive else f"[{low}"
+                problems.append(f"{f.name}: {value!r} is outside {low_txt}, {high}]")
+    device = getattr(cfg, "device", "auto")
+    if isinstance(device, str) and device not in ("auto", "cpu", "cuda") and not (
+            device.startswith("cuda:") and device[5:].isdigit()):
+        problems.append(f"device: {device!r} is not one of auto, cpu, cuda, cuda:N")
+    if problems:
+        raise ConfigError(f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
-    """Build `cls` from a YAML file then `overrides` (field name -> value); unknown keys are errors."""
+    """Build `cls` from a YAML file then `overrides` (field name -> value); unknown keys and out-of-range
+    values are errors (all of them in one message)."""
     data: dict[str, Any] = {}
     source = str(path) if path else "config"
     if path:
@@ -51,6 +95,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
             loaded = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
+        except (IsADirectoryError, UnicodeDecodeError, PermissionError) as e:
+            raise ConfigError(f"{path}: not a readable YAML text file ({type(e).__name__})") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(loaded, dict):
@@ -58,14 +104,23 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
         data.update(loaded)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    values = {}
+    values, problems = {}, []
     for where, items in ((source, data), ("command line", overrides or {})):
         for key, value in items.items():
-            key = key.replace("-", "_")
+            key = str(key).replace("-", "_")
             if key not in names:
-                raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(names)}")
-            values[key] = _coerce(value, hints[key], key, where)
-    return cls(**values)
+                problems.append(f"{where}: unknown key {key!r}; valid keys: {', '.join(names)}")
+                continue
+            try:
+                values[key] = _coerce(value, hints[key], key, where)
+            except ConfigError as e:
+                problems.append(str(e))
+    if problems:
+        raise ConfigError("\n".join(problems) if len(problems) == 1 else
+                          f"{len(problems)} problems:\n  " + "\n  ".join(problems))
+    cfg = cls(**values)
+    check_ranges(cfg, source if not overrides else f"{source} + command line")
+    return cfg
 
 
 def parse_overrides(tokens: list[str]) -> dict[str, str]:

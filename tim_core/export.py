@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .bundle import WEIGHTS, BundleError, load_bundle, resolve_bundle
 from .network import FusionNet
-from .runtime import WEIGHTS, BundleError, load_bundle, resolve_bundle
 
 ONNX_FILE = "model.onnx"
 OPSET = 17

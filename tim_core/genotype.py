@@ -10,6 +10,7 @@ from pathlib import Path
 from .ops import OPS
 
 CELL_TYPES = ("multiscale", "chain")
+MAX_WIDTH, MAX_CELLS, MAX_OPS = 512, 32, 16  # bounds on genotypes read from disk (a few MB of weights at most)
 GENOTYPE_DIR = Path(__file__).resolve().parent / "genotypes"
 
 
@@ -34,18 +35,24 @@ class Genotype:
     cells: tuple[Cell, ...]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.width, int) or self.width < 4 or self.width % 2:
-            raise GenotypeError(f"genotype {self.name!r}: width must be an even integer >= 4, got {self.width!r}")
+        if (not isinstance(self.width, int) or isinstance(self.width, bool) or not 4 <= self.width <= MAX_WIDTH
+                or self.width % 2):
+            raise GenotypeError(
+                f"genotype {self.name!r}: width must be an even integer in [4, {MAX_WIDTH}], got {self.width!r}")
         if not self.cells:
             raise GenotypeError(f"genotype {self.name!r}: needs at least one cell")
+        if len(self.cells) > MAX_CELLS:
+            raise GenotypeError(f"genotype {self.name!r}: {len(self.cells)} cells, at most {MAX_CELLS}")
         for i, cell in enumerate(self.cells):
             if cell.type not in CELL_TYPES:
                 raise GenotypeError(
                     f"genotype {self.name!r}: cells[{i}].type {cell.type!r} is unknown; valid: {', '.join(CELL_TYPES)}")
             if not cell.ops:
                 raise GenotypeError(f"genotype {self.name!r}: cells[{i}].ops is empty")
+            if len(cell.ops) > MAX_OPS:
+                raise GenotypeError(f"genotype {self.name!r}: cells[{i}] has {len(cell.ops)} ops, at most {MAX_OPS}")
             for op in cell.ops:
-                if op not in OPS:
+                if not isinstance(op, str) or op not in OPS:
                     raise GenotypeError(
                         f"genotype {self.name!r}: cells[{i}] has unknown operation {op!r}; valid: {', '.join(OPS)}")
 
@@ -76,12 +83,22 @@ class Genotype:
         for key in ("width", "cells"):
             if key not in data:
                 raise GenotypeError(f"{source}: missing field {key!r}")
+        if not isinstance(data["cells"], list):
+            raise GenotypeError(f"{source}: 'cells' must be a list of {{type, ops}} objects, got {data['cells']!r}")
         cells = []
         for i, c in enumerate(data["cells"]):
             if not isinstance(c, dict) or set(c) != {"type", "ops"}:
                 raise GenotypeError(f"{source}: cells[{i}] must be an object with exactly 'type' and 'ops'")
+            if not isinstance(c["type"], str) or not isinstance(c["ops"], list):
+                raise GenotypeError(f"{source}: cells[{i}] needs 'type' a string and 'ops' a list of operation names")
+            if not all(isinstance(op, str) for op in c["ops"]):
+                raise GenotypeError(f"{source}: cells[{i}].ops must hold operation names (strings); valid: "
+                                    f"{', '.join(OPS)}")
             cells.append(Cell(c["type"], tuple(c["ops"])))
-        return cls(str(data.get("name", Path(source).stem)), data["width"], tuple(cells))
+        name = data.get("name", Path(source).stem)
+        if not isinstance(name, str):
+            raise GenotypeError(f"{source}: 'name' must be a string, got {name!r}")
+        return cls(name, data["width"], tuple(cells))
 
     @classmethod
     def from_json(cls, text: str, source: str = "genotype") -> "Genotype":
@@ -89,6 +106,8 @@ class Genotype:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise GenotypeError(f"{source}: not valid JSON ({e})") from None
+        except RecursionError:
+            raise GenotypeError(f"{source}: JSON nested too deeply") from None
         return cls.from_dict(data, source)
 
 

@@ -22,15 +22,16 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from .bundle import load_bundle, pick_device, save_bundle
+from .checkpoint import batch_seed, dist_info, load_checkpoint, lr_lambda, save_atomic
 from .config import dump_config
 from .genotype import load_genotype
 from .losses import LossWeights, fusion_loss
 from .network import FusionNet
-from .runtime import load_bundle, pick_device, save_bundle
 from .tasks import TASKS, build_task_net, evaluate_task, task_loss
 from .tasks.data import load_task_data, sample_task_batch
 from .tasks.heads import head_card, head_tensors, load_heads
-from .train import _dist_info, _lr_lambda, load_checkpoint, save_atomic, tensorboard_writer
+from .train import tensorboard_writer
 
 COUPLINGS = ("frozen", "alternating", "bilevel")
 INPUTS = ("fused", "ir", "vis")
@@ -77,6 +78,8 @@ class GuideConfig:
     threads: int = 0
     eval_fusion: bool = False  # fusion metrics of the final N_F on the validation split, into the card
     eval_limit: int = 0
+
+    BOUNDS = {"crop": (0, 8192, False)}  # 0: whole images
 
 
 def _check(cfg: GuideConfig) -> None:
@@ -126,7 +129,7 @@ def _task_input(cfg: GuideConfig, batch: dict, device: torch.device) -> torch.Te
 def guide(cfg: GuideConfig, resume: bool = False, command: str = "") -> dict:
     """Train N_T (and N_F unless frozen), checkpoint, validate, export; returns {'bundle', 'task', ...}."""
     _check(cfg)
-    rank, world = _dist_info()
+    rank, world = dist_info()
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -156,13 +159,13 @@ def guide(cfg: GuideConfig, resume: bool = False, command: str = "") -> dict:
         train_set.fused = _cached_input(cfg, fusion, train_set, device)
 
     opt_t = torch.optim.AdamW(task_net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched_t = torch.optim.lr_scheduler.LambdaLR(opt_t, _lr_lambda(cfg))
+    sched_t = torch.optim.lr_scheduler.LambdaLR(opt_t, lr_lambda(cfg.steps, cfg.warmup_steps))
     opt_f = (
         torch.optim.AdamW(fusion.parameters(), lr=cfg.fusion_lr, weight_decay=cfg.weight_decay)
         if trains_fusion
         else None
     )
-    sched_f = torch.optim.lr_scheduler.LambdaLR(opt_f, _lr_lambda(cfg)) if opt_f else None
+    sched_f = torch.optim.lr_scheduler.LambdaLR(opt_f, lr_lambda(cfg.steps, cfg.warmup_steps)) if opt_f else None
     start = 0
     if resume:
         state = load_checkpoint(ckpt_path, device)
@@ -189,7 +192,7 @@ def guide(cfg: GuideConfig, resume: bool = False, command: str = "") -> dict:
     )
     t_last = time.perf_counter()
     for step in bar:
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 131 + rank)
+        gen = torch.Generator().manual_seed(batch_seed(cfg.seed, step, rank))
         batch = sample_task_batch(train_set, cfg.batch, cfg.crop, gen)
         if trains_fusion:
             ir, vis = batch["ir"].to(device), batch["vis"].to(device)

@@ -65,7 +65,8 @@ def fusion_loss(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                 weights: LossWeights = LossWeights()) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the three terms for fused F and sources A (e.g. IR) and B (e.g. visible luma)."""
     l_int = F.l1_loss(fused, torch.maximum(a, b))
-    l_grad = F.l1_loss(sobel_magnitude(fused), weights.grad_gain * torch.maximum(sobel_magnitude(a), sobel_magnitude(b)))
+    target = weights.grad_gain * torch.maximum(sobel_magnitude(a), sobel_magnitude(b))
+    l_grad = F.l1_loss(sobel_magnitude(fused), target)
     l_ssim = 1.0 - 0.5 * (ssim(fused, a) + ssim(fused, b))
     total = weights.intensity * l_int + weights.gradient * l_grad + weights.ssim * l_ssim
     return total, {"intensity": l_int.item(), "gradient": l_grad.item(), "ssim": l_ssim.item()}

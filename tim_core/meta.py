@@ -25,12 +25,13 @@ import torch
 from torch.func import functional_call
 from tqdm import tqdm
 
+from .bundle import save_bundle, update_card
+from .checkpoint import batch_seed
 from .config import dump_config
 from .data import PairSet, load_pairs, sample_batch
 from .genotype import Genotype, load_genotype
 from .losses import LossWeights, fusion_loss
 from .network import FusionNet, count_parameters
-from .runtime import save_bundle
 
 ALL_TASKS = ["../shared/data/msrs", "../shared/data/roadscene", "../shared/data/medical/mri_ct",
              "../shared/data/medical/mri_pet", "../shared/data/medical/mri_spect",
@@ -136,7 +137,7 @@ def outer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, tasks: list[P
     """One outer update of ω: balanced task draw, support/query batches seeded by (seed, step), Adam step."""
     model.train()
     idx = task_schedule(len(tasks), cfg.meta_batch, step, cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 131)
+    gen = torch.Generator().manual_seed(batch_seed(cfg.seed, step))
     episodes = []
     for i in idx:
         support = sample_batch(tasks[i], cfg.batch, cfg.crop, gen) if cfg.inner_steps else (None, None)
@@ -163,7 +164,8 @@ def run_meta(cfg: MetaConfig, resume: bool = False, command: str = "") -> Path:
     """Meta-train an initialization with checkpoints and resume; export it as a bundle; returns its path."""
 
     from .adapt import recalibrate_bn
-    from .train import load_checkpoint, save_atomic, tensorboard_writer
+    from .checkpoint import load_checkpoint, save_atomic
+    from .train import tensorboard_writer
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -230,19 +232,17 @@ def _mean(values: list) -> float | None:
 def record_task_validation(bundle: Path, specs: list[str], val_fraction: float, out: Path, limit: int) -> dict:
     """Validation metrics per task (and their mean over tasks) next to the mean/max baselines, in the card."""
     from .report import evaluate_on_validation
-    from .runtime import CARD
 
     per_task = {task_name(s): evaluate_on_validation(bundle, [s], val_fraction, out / task_name(s), limit)
                 for s in specs}
     keys = ("model", "baseline_mean", "baseline_max")
     macro = {k: {m: _mean([v[k][m] for v in per_task.values()]) for m in next(iter(per_task.values()))[k]}
              for k in keys}
-    card = json.loads((Path(bundle) / CARD).read_text())
-    card["validation"] = {"convention": per_task[task_name(specs[0])]["convention"],
-                          "n": sum(v["n"] for v in per_task.values()), "averaged_over": "tasks", **macro,
-                          "per_task": {t: {k: v[k] for k in ("n", *keys)} for t, v in per_task.items()}}
-    (Path(bundle) / CARD).write_text(json.dumps(card, indent=2) + "\n")
-    return card["validation"]
+    validation = {"convention": per_task[task_name(specs[0])]["convention"],
+                  "n": sum(v["n"] for v in per_task.values()), "averaged_over": "tasks", **macro,
+                  "per_task": {t: {k: v[k] for k in ("n", *keys)} for t, v in per_task.items()}}
+    update_card(bundle, validation=validation)
+    return validation
 
 
 def cmd_meta(args: argparse.Namespace) -> int:

@@ -6,17 +6,17 @@ with the same `tim eval` code and convention, so the model card compares like wi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from .bundle import update_card
 from .data import is_validation, resolve_layout
 from .evaluate import evaluate_folders
 from .files import pair_paths, read_image, write_image
 from .metrics import FAST_METRICS, to_gray
-from .runtime import CARD, Fuser
+from .runtime import Fuser
 
 
 def write_validation_split(data: list[str], val_fraction: float, out: Path, limit: int = 0) -> list[str]:
@@ -58,8 +58,6 @@ def evaluate_on_validation(bundle: Path, data: list[str], val_fraction: float, o
         res = evaluate_folders(out / "ir", out / "vis", out / kind, convention=convention, metrics=list(FAST_METRICS),
                                out_prefix=out / f"metrics_{kind}")
         table["model" if kind == "fused" else f"baseline_{kind}"] = res["mean"]
-    card_path = Path(bundle) / CARD
-    card = json.loads(card_path.read_text())
-    card["validation"] = {"convention": convention, "n": len(names), "images": str(out), **table}
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
-    return card["validation"]
+    validation = {"convention": convention, "n": len(names), "images": str(out), **table}
+    update_card(bundle, validation=validation)
+    return validation

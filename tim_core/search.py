@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .checkpoint import batch_seed, load_checkpoint, save_atomic
 from .config import dump_config
 from .cost import CostModel, LatencyTable, profile
 from .data import PairSet, is_validation, load_pairs, sample_batch
@@ -25,7 +26,6 @@ from .hypergrad import METHODS, hypergradient
 from .losses import LossWeights, fusion_loss
 from .plots import heatmap, line_plot
 from .supernet import DEFAULT_CANDIDATES, SearchSpace, SuperNet
-from .train import load_checkpoint, save_atomic
 
 
 @dataclass
@@ -169,7 +169,7 @@ def search(cfg: SearchConfig, resume: bool = False, command: str = "",
                dynamic_ncols=True)
     for step in bar:
         net.train()
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 131)
+        gen = torch.Generator().manual_seed(batch_seed(cfg.seed, step))
         a_t, b_t = sample_batch(lower_set, cfg.batch, cfg.crop, gen)
         a_v, b_v = sample_batch(upper_set, cfg.batch, cfg.crop, gen)
         loss_low, _ = fusion_loss(net(a_t, b_t), a_t, b_t, weights)

@@ -7,7 +7,6 @@ and RNG state and are written atomically every `ckpt_every` steps.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,12 +16,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from .bundle import load_bundle, pick_device, save_bundle
+from .checkpoint import batch_seed, dist_info, lr_lambda, prepare_run_folder, restore, save_atomic
+from .checkpoint import load_checkpoint as load_checkpoint
 from .config import dump_config
 from .data import center_crops, load_pairs, sample_batch
 from .genotype import load_genotype
 from .losses import LossWeights, fusion_loss
 from .network import FusionNet
-from .runtime import load_bundle, pick_device, save_bundle
 
 
 @dataclass
@@ -58,21 +59,7 @@ class TrainConfig:
     eval_metrics: bool = True  # fusion metrics on the full validation images at the end
     eval_limit: int = 0  # evaluate at most this many validation pairs (0: all)
 
-
-def _lr_lambda(cfg: TrainConfig):
-    def f(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-    return f
-
-
-def save_atomic(obj: dict, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    BOUNDS = {"val_every": (1, float("inf"), False)}  # narrows config.RANGES (0 would divide by zero)
 
 
 def tensorboard_writer(out: Path, rank: int):
@@ -82,21 +69,6 @@ def tensorboard_writer(out: Path, rank: int):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(str(out / "tb"))
-
-
-def load_checkpoint(path: Path, device: torch.device) -> dict:
-    """A checkpoint written by save_atomic (tensors and plain data only: weights_only loading)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint to resume; start without --resume")
-    return torch.load(path, map_location=device, weights_only=True)
-
-
-def _dist_info() -> tuple[int, int]:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def teacher_targets(cfg: TrainConfig, data, out: Path) -> list:
@@ -139,9 +111,9 @@ def build_model(cfg: TrainConfig) -> FusionNet:
     return FusionNet(load_genotype(cfg.genotype))
 
 
-def train(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
+def train(cfg: TrainConfig, resume: bool = False, command: str = "", overwrite: bool = False) -> Path:
     """Train, checkpoint, validate, and export a bundle; returns the bundle path."""
-    rank, world = _dist_info()
+    rank, world = dist_info()
     device = pick_device(cfg.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -149,8 +121,7 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint.pt"
+    ckpt_path = prepare_run_folder(out, resume, overwrite, Path(cfg.export) if cfg.export else out / "bundle")
 
     train_set = load_pairs(cfg.data, "train", cfg.val_fraction)
     val_set = load_pairs(cfg.data, "val", cfg.val_fraction)
@@ -161,7 +132,7 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     net = build_model(cfg).to(device)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.steps, cfg.warmup_steps))
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim, cfg.grad_gain)
@@ -174,13 +145,13 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
             p.requires_grad_(False)
     start = 0
     if resume:
-        state = load_checkpoint(ckpt_path, device)
-        net.load_state_dict(state["model"])
+        state = load_checkpoint(ckpt_path, device, ("model", "optimizer", "scheduler", "scaler", "torch_rng", "step"))
+        restore(net, state, "model", ckpt_path)
         if ema is not None:
-            ema.load_state_dict(state.get("ema", state["model"]))
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+            restore(ema, state if "ema" in state else {"ema": state["model"]}, "ema", ckpt_path)
+        restore(opt, state, "optimizer", ckpt_path)
+        restore(sched, state, "scheduler", ckpt_path)
+        restore(scaler, state, "scaler", ckpt_path)
         torch.set_rng_state(state["torch_rng"])
         start = state["step"]
 
@@ -190,7 +161,7 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "") -> Path:
     t_last, seen = time.perf_counter(), 0
     for step in bar:
         model.train()
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 131 + rank)
+        gen = torch.Generator().manual_seed(batch_seed(cfg.seed, step, rank))
         a, b, *target = (t.to(device, non_blocking=True) for t in sample_batch(train_set, cfg.batch, cfg.crop, gen))
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             fused = model(a, b)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..bundle import Detection
 from . import TASKS, build_task_net
 from .detection import decode
 
@@ -90,8 +91,6 @@ class TaskHeads:
 
     def __call__(self, ir_u: np.ndarray, vis_y: np.ndarray, fused_y: np.ndarray):
         """-> (fused luma, mask (H, W) uint8 or None, [(class_id, label, score, box), ...] in fused pixels)."""
-        from ..runtime import Detection
-
         h, w = fused_y.shape
         mask, detections = None, []
         with torch.inference_mode():
