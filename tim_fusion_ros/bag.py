@@ -15,6 +15,8 @@ Messages are serialized by rclpy itself (real CDR); rosbags only stores the byte
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -80,21 +82,38 @@ def make_bag(
     seed: int = 0,
     start_ns: int = 1_700_000_000_000_000_000,
 ) -> int:
-    """Write the bag; returns the number of pairs written."""
-    from rclpy.serialization import serialize_message
-    from rosbags.rosbag2 import Writer
-    from std_msgs.msg import Header, String
-
-    from tim_core.files import pair_paths, read_image
-
-    from .image_codec import numpy_to_image
+    """Write the bag (atomically: into a hidden folder renamed at the end); returns the number of pairs."""
+    from tim_core.files import pair_paths
 
     must_be_new(out)
+    if not rate > 0 or loops < 1:
+        raise ValueError(f"rate must be > 0 and loops >= 1 (got rate={rate}, loops={loops})")
     pairs, unpaired = pair_paths(ir, vis)
     for name, reason in unpaired:
         print(f"tim-bag make: skipping {name}: {reason}", file=sys.stderr)
     rng = np.random.default_rng(seed)
     store = typestore()
+    n = 0
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")  # renamed to `out` once complete
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        n = _write_pairs(partial, pairs, store, rng, rate, jitter_ms, offset_ms, ir_encoding, loops, start_ns)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # ours: a failed write leaves nothing behind
+        raise
+    os.replace(partial, out)
+    return n
+
+
+def _write_pairs(out, pairs, store, rng, rate, jitter_ms, offset_ms, ir_encoding, loops, start_ns) -> int:
+    from rclpy.serialization import serialize_message
+    from rosbags.rosbag2 import Writer
+    from std_msgs.msg import Header, String
+
+    from tim_core.files import read_image
+
+    from .image_codec import numpy_to_image
+
     n = 0
     with Writer(out, version=8) as writer:
         c_ir = writer.add_connection("/ir/image", "sensor_msgs/msg/Image", typestore=store)
@@ -135,6 +154,24 @@ def read_bag(path: Path, topics: set[str] | None = None):
             yield conn.topic, t, deserialize_message(bytes(raw), types[conn.topic])
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number > 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 1")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tim-bag", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,16 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ir", required=True, type=Path)
     p.add_argument("--vis", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="bag folder to create (must not exist)")
-    p.add_argument("--rate", type=float, default=10.0, help="pairs per second (default 10)")
+    p.add_argument("--rate", type=positive_float, default=10.0, help="pairs per second (default 10)")
     p.add_argument("--jitter-ms", type=float, default=2.0, help="per-camera stamp jitter, std (default 2 ms)")
     p.add_argument("--offset-ms", type=float, default=5.0, help="IR stamp minus VIS stamp (default 5 ms)")
     p.add_argument("--ir-encoding", choices=("mono8", "mono16"), default="mono8")
-    p.add_argument("--loops", type=int, default=1, help="repeat the folder this many times")
+    p.add_argument("--loops", type=positive_int, default=1, help="repeat the folder this many times")
     p = sub.add_parser("replay", help="replay a bag through the running node and record its outputs")
     p.add_argument("bag", type=Path)
     p.add_argument("--out", required=True, type=Path, help="bag folder to record into (must not exist)")
     p.add_argument("--namespace", default="", help="the node's namespace")
-    p.add_argument("--rate", type=float, default=1.0, help="replay speed factor (default 1.0: original timing)")
+    p.add_argument("--rate", type=positive_float, default=1.0,
+                   help="replay speed factor (default 1.0: original timing)")
     p.add_argument("--linger", type=float, default=5.0, help="seconds to wait for outputs after the last input")
     p = sub.add_parser("eval", help="metrics, drops, latency and throughput of a recorded replay")
     p.add_argument("recorded", type=Path)

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from .bag import positive_float
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -99,12 +101,31 @@ fused images received over DDS ({summary["throughput_hz"]:.2f} Hz). Dropped by r
     return path
 
 
+MARKER = ".tim-demo"  # written into the folders the demo creates: only those are cleared without --overwrite
+
+
+def claim_output(out: Path, overwrite: bool) -> None:
+    """Make `out` an empty demo folder. An earlier demo's folder (it holds MARKER) is cleared; any other non-empty
+    folder is left untouched unless `overwrite` (a FileExistsError says so)."""
+    if out.exists():
+        if not out.is_dir():
+            raise FileExistsError(f"{out}: exists and is not a folder; choose another --out")
+        if any(out.iterdir()) and not (out / MARKER).is_file() and not overwrite:
+            raise FileExistsError(f"{out}: holds files the demo did not write; choose another --out or pass "
+                                  "--overwrite to clear it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("written by python -m tim_fusion_ros.demo; the next demo run may clear this folder\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tim-demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
     parser.add_argument("--model", default="tim_ivif_base")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--rate", type=float, default=0.5, help="pairs per second in the demo bag")
+    parser.add_argument("--rate", type=positive_float, default=0.5, help="pairs per second in the demo bag")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="clear --out even if it holds files that an earlier demo did not write")
     args = parser.parse_args(argv)
 
     from tim_core.runtime import BundleError, resolve_bundle
@@ -118,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make demo: {e}", file=sys.stderr)
         return 2
     out = args.out
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    try:
+        claim_output(out, args.overwrite)
+    except OSError as e:
+        print(f"make demo: {e}", file=sys.stderr)
+        return 2
     n = make_bag(ROOT / "samples" / "ir", ROOT / "samples" / "vis", out / "input_bag", rate=args.rate)
     print(f"[demo] {n} sample pairs -> {out / 'input_bag'}")
     env = dict(os.environ)
