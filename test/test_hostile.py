@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, SAMPLES
 from safetensors.torch import load_file, save_file
 
-from conftest import ROOT, SAMPLES
 from tim_core.bundle import CARD, GENOTYPE, WEIGHTS, BundleError, load_bundle, save_bundle
 from tim_core.cli import main
 from tim_core.files import write_image
