@@ -23,7 +23,7 @@ from .bundle import load_bundle, resolve_bundle, save_bundle
 from .config import dump_config
 from .data import PairSet, load_pairs, sample_batch
 from .losses import LossWeights, fusion_loss
-from .network import FusionNet
+from .network import FusionNet, architecture
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
@@ -110,8 +110,6 @@ def run_adapt(cfg: AdaptConfig, command: str = "") -> Path:
     """Adapt `cfg.init` to the pairs in (a, b) for `steps` steps, export and validate; returns the bundle."""
     if not cfg.init or not cfg.a or not cfg.b:
         raise ValueError("init, a and b are required (--init BUNDLE --a DIR --b DIR)")
-    from .meta import architecture
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     spec = pair_spec(cfg.a, cfg.b)

@@ -28,9 +28,10 @@ from .config import dump_config
 from .genotype import load_genotype
 from .losses import LossWeights, fusion_loss
 from .network import FusionNet
-from .tasks import TASKS, build_task_net, evaluate_task, task_loss
+from .tasks import TASKS, build_task_net
 from .tasks.data import load_task_data, sample_task_batch
 from .tasks.heads import head_card, head_tensors, load_heads
+from .tasks.training import evaluate_task, task_loss
 from .train import tensorboard_writer
 
 COUPLINGS = ("frozen", "alternating", "bilevel")

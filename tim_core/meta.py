@@ -31,7 +31,7 @@ from .config import dump_config
 from .data import PairSet, load_pairs, sample_batch
 from .genotype import Genotype, load_genotype
 from .losses import LossWeights, fusion_loss
-from .network import FusionNet, count_parameters
+from .network import FusionNet, architecture
 
 ALL_TASKS = ["../shared/data/msrs", "../shared/data/roadscene", "../shared/data/medical/mri_ct",
              "../shared/data/medical/mri_pet", "../shared/data/medical/mri_spect",
@@ -78,12 +78,6 @@ def build_genotype(cfg: MetaConfig) -> Genotype:
     if cfg.width and cfg.width != g.width:
         g = dataclasses.replace(g, name=f"{g.name}_w{cfg.width}", width=cfg.width)
     return g
-
-
-def architecture(net: FusionNet) -> str:
-    """One line for a card: cells, width and parameter count."""
-    cells = "; ".join(f"{c.type} [{', '.join(c.ops)}]" for c in net.genotype.cells)
-    return f"{net.genotype.name}: width {net.genotype.width}, cells {cells}, {count_parameters(net):,} parameters"
 
 
 def task_schedule(n_tasks: int, meta_batch: int, step: int, seed: int) -> list[int]:

@@ -127,3 +127,9 @@ def count_macs(model: nn.Module, height: int, width: int) -> int:
             h.remove()
         model.train(was_training)
     return total
+
+
+def architecture(net: FusionNet) -> str:
+    """One line for a card: cells, width and parameter count."""
+    cells = "; ".join(f"{c.type} [{', '.join(c.ops)}]" for c in net.genotype.cells)
+    return f"{net.genotype.name}: width {net.genotype.width}, cells {cells}, {count_parameters(net):,} parameters"

@@ -1,73 +1,45 @@
-"""Task networks N_T on the fused image (detection, segmentation, visual enhancement): build, loss, evaluate.
+"""Task networks N_T on the fused image (detection, segmentation, visual enhancement): the task registry.
 
 Every task network reads the fused luma (N, 1, H, W) in [0, 1]; enhancement also reads both sources.
-`input_fn(ir, vis) -> x` decides what the task sees: the fused image, or one camera for the baselines.
+This module is what run-time loading needs (build a head from a card); losses, evaluation and labelled data
+live in `tim_core.tasks.training`, which only trainers import.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
-import numpy as np
-import torch
 from torch import nn
 
-from ..losses import LossWeights
-from .boxes import coco_map
-from .data import TaskData
-from .detection import CenterNet, decode, detection_loss, encode_targets
-from .enhancement import EnhancementNet, enhancement_loss
-from .segmentation import SegNet, confusion_matrix, miou, segmentation_loss
+from .detection import CenterNet
+from .enhancement import EnhancementNet
+from .segmentation import SegNet
 
-TASKS = ("detection", "segmentation", "enhancement")
+
+@dataclass(frozen=True)
+class Task:
+    """One task: how to build its network and which card field lists its classes (None: no classes)."""
+
+    name: str
+    build: Callable[[int, int], nn.Module]  # (num_classes, width) -> network
+    classes_key: str | None
+
+
+REGISTRY: dict[str, Task] = {
+    "detection": Task("detection", lambda n, w: CenterNet(n, w), "classes"),
+    "segmentation": Task("segmentation", lambda n, w: SegNet(n, w), "segmentation_classes"),
+    "enhancement": Task("enhancement", lambda n, w: EnhancementNet(w), None),
+}
+TASKS = tuple(REGISTRY)
+
+
+def get_task(task: str) -> Task:
+    if task not in REGISTRY:
+        raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    return REGISTRY[task]
 
 
 def build_task_net(task: str, num_classes: int, width: int) -> nn.Module:
     """The task network of `task` (width: channels of the light encoders; 48 is TIM's enhancement width)."""
-    if task == "detection":
-        return CenterNet(num_classes, width)
-    if task == "segmentation":
-        return SegNet(num_classes, width)
-    if task == "enhancement":
-        return EnhancementNet(width)
-    raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
-
-
-def task_loss(task: str, net: nn.Module, x: torch.Tensor, batch: dict, dice: float = 0.0,
-              weights: LossWeights | None = None) -> tuple[torch.Tensor, dict]:
-    """Loss of the task network on input x (the fused image or one camera) against the batch's labels."""
-    if task == "detection":
-        out = net(x)
-        targets = encode_targets(batch["boxes"], batch["classes"], net.num_classes, *x.shape[-2:])
-        return detection_loss(out, {k: v.to(out.device) for k, v in targets.items()})
-    if task == "segmentation":
-        return segmentation_loss(net(x), batch["mask"].to(x.device), dice)
-    ir, vis = batch["ir"].to(x.device), batch["vis"].to(x.device)
-    return enhancement_loss(net(ir, vis, x), ir, vis, weights)
-
-
-@torch.no_grad()
-def evaluate_task(task: str, net: nn.Module, data: TaskData, input_fn: Callable, device: torch.device,
-                  batch: int = 8, weights: LossWeights | None = None) -> dict:
-    """Validation metrics on whole images: detection mAP@0.5 / 0.5:0.95, segmentation mIoU, enhancement loss."""
-    was_training = net.training
-    net.eval()
-    preds, conf, losses = [], None, []
-    for i in range(0, len(data), batch):
-        ir = torch.from_numpy(data.ir[i:i + batch])[:, None].to(device)
-        vis = torch.from_numpy(data.vis[i:i + batch])[:, None].to(device)
-        x = input_fn(ir, vis)
-        if task == "detection":
-            preds += decode(net(x), score_threshold=0.01, nms_iou=0.5)
-        elif task == "segmentation":
-            pred = net(x).argmax(1).cpu().numpy()
-            c = confusion_matrix(pred, data.masks[i:i + batch], net.num_classes)
-            conf = c if conf is None else conf + c
-        else:
-            losses.append(enhancement_loss(net(ir, vis, x), ir, vis, weights)[0].item() * len(ir))
-    net.train(was_training)
-    if task == "detection":
-        return coco_map(list(zip(data.boxes, data.labels)), preds, net.num_classes)
-    if task == "segmentation":
-        return miou(conf)
-    return {"loss": float(np.sum(losses) / len(data))}
+    return get_task(task).build(num_classes, width)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..bundle import Detection
-from . import TASKS, build_task_net
+from . import TASKS, build_task_net, get_task
 from .detection import decode
 
 
@@ -24,10 +24,9 @@ class HeadError(ValueError):
 def head_card(task: str, classes: list[str], width: int, size: tuple[int, int]) -> dict:
     """Card fields describing one task head."""
     card = {"heads": [task], "task_input": list(size), "head_width": {task: width}}
-    if task == "detection":
-        card["classes"] = list(classes)
-    elif task == "segmentation":
-        card["segmentation_classes"] = list(classes)
+    key = get_task(task).classes_key
+    if key:
+        card[key] = list(classes)
     return card
 
 
@@ -46,9 +45,10 @@ def load_heads(card: dict, extra: dict[str, torch.Tensor], source: str) -> dict[
     for task in listed:
         if task not in TASKS:
             raise HeadError(f"{source}: card head {task!r} is unknown; valid: {', '.join(TASKS)}")
-        classes = card.get("classes" if task == "detection" else "segmentation_classes", [])
+        key = get_task(task).classes_key
+        classes = card.get(key, []) if key else []
         width = card.get("head_width", {}).get(task)
-        if width is None or (task != "enhancement" and not classes):
+        if width is None or (key and not classes):
             raise HeadError(f"{source}: card needs head_width[{task!r}] and its class list for the {task} head")
         net = build_task_net(task, len(classes), int(width))
         expected = {k: v for k, v in net.state_dict().items() if v.is_floating_point()}
