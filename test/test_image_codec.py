@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import array
+import struct
+import zlib
 from types import SimpleNamespace
 
 import cv2
@@ -13,6 +15,7 @@ from tim_fusion_ros.image_codec import (
     OUTPUT_ENCODINGS,
     SUPPORTED_ENCODINGS,
     ImageCodecError,
+    compressed_size,
     compressed_to_numpy,
     image_to_numpy,
     numpy_to_image,
@@ -226,3 +229,23 @@ def test_numpy_to_image_rejections(arr: np.ndarray, encoding: str, reason: str, 
     for word in words:
         assert word in str(err.value)
     assert err.value.reason == reason
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_compressed_size_reads_the_header_without_decoding(ext: str) -> None:
+    ok, buf = cv2.imencode(ext, np.zeros((37, 53, 3), np.uint8))
+    assert compressed_size(buf.tobytes()) == (37, 53)
+    assert compressed_size(list(buf.tobytes())) == (37, 53)  # rosbags / test stubs hand a list
+    assert compressed_size(buf.tobytes()[:6]) is None
+    assert compressed_size(b"garbage bytes") is None
+
+
+def test_oversized_png_header_is_undecodable_not_an_opencv_exception() -> None:
+    ok, buf = cv2.imencode(".png", np.zeros((8, 8), np.uint8))
+    data = bytearray(buf.tobytes())
+    data[16:24] = struct.pack(">II", 60000, 60000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    assert compressed_size(bytes(data)) == (60000, 60000)
+    with pytest.raises(ImageCodecError) as err:
+        compressed_to_numpy(SimpleNamespace(format="png", data=bytes(data)))
+    assert err.value.reason == "undecodable"

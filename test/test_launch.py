@@ -14,7 +14,8 @@ import yaml
 from conftest import ROOT
 
 LAUNCH = ROOT / "launch" / "fusion.launch.py"
-ARGS = {"namespace", "params_file", "ir_topic", "vis_topic", "use_sim_time", "device", "autostart"}
+ARGS = {"namespace", "params_file", "ir_topic", "vis_topic", "use_sim_time", "device", "autostart", "respawn",
+        "respawn_delay"}
 
 
 def test_launch_file_compiles() -> None:
@@ -28,6 +29,10 @@ class _Recorder:
         self.args, self.kwargs = args, kwargs
 
 
+class _Shutdown(_Recorder):
+    """launch.actions.Shutdown: ends the whole launch when executed."""
+
+
 class _LaunchConfiguration(_Recorder):
     values: dict[str, str] = {}
 
@@ -39,7 +44,7 @@ class _LaunchConfiguration(_Recorder):
 def fake_launch_runtime(monkeypatch):
     modules = {
         "launch": {"LaunchDescription": lambda actions: actions},
-        "launch.actions": {"DeclareLaunchArgument": _Recorder, "OpaqueFunction": _Recorder},
+        "launch.actions": {"DeclareLaunchArgument": _Recorder, "OpaqueFunction": _Recorder, "Shutdown": _Shutdown},
         "launch.substitutions": {"LaunchConfiguration": _LaunchConfiguration},
         "launch_ros": {},
         "launch_ros.actions": {"Node": _Recorder},
@@ -61,7 +66,7 @@ def _node_action(module, **values):
     assert declared == ARGS
     _LaunchConfiguration.values = {"namespace": "", "params_file": "p.yaml", "ir_topic": "ir/image",
                                    "vis_topic": "vis/image", "use_sim_time": "false", "device": "", "autostart": "",
-                                   **values}
+                                   "respawn": "false", "respawn_delay": "2.0", **values}
     opaque = next(a for a in actions if "function" in a.kwargs)
     (node,) = opaque.kwargs["function"](None)
     return node.kwargs
@@ -85,6 +90,15 @@ def test_launch_with_fake_runtime_forwards_only_declared_parameters(fake_launch_
         assert f'"{name}", default_value' not in source or name in ARGS
 
 
+def test_node_exit_ends_the_launch_unless_respawn(fake_launch_runtime) -> None:
+    node = _node_action(fake_launch_runtime)
+    assert isinstance(node["on_exit"], _Shutdown), "the node's exit must end the launch (on_exit=Shutdown())"
+    assert "respawn" not in node
+    node = _node_action(fake_launch_runtime, respawn="True", respawn_delay="5")
+    assert node["respawn"] is True and node["respawn_delay"] == 5.0
+    assert "on_exit" not in node, "Shutdown on exit would end the launch a respawn is meant to keep alive"
+
+
 def test_node_declares_every_fusion_yaml_parameter() -> None:
     rclpy = pytest.importorskip("rclpy", reason="rclpy not installed; run `make test`")
     from rosgraph import DOMAIN_ID
@@ -99,6 +113,12 @@ def test_node_declares_every_fusion_yaml_parameter() -> None:
             assert node.has_parameter(name), name
             assert node.get_parameter(name).value == value, name
         assert node.describe_parameters(["sync_slop"])[0].floating_point_range[0].to_value == 10.0
+        for desc in node.describe_parameters([n for n in defaults if n != "use_sim_time"]):
+            assert any(tag in desc.description for tag in ("[live", "[applies on activate", "[applies on configure",
+                                                            "[read-only")), (desc.name, desc.description)
+            assert desc.read_only == (desc.name == "autostart"), desc.name
+        assert "[live" in node.describe_parameters(["sync_slop"])[0].description
+        assert "deactivate" in node.describe_parameters(["model"])[0].description
         node.destroy_node()
     finally:
         rclpy.shutdown()

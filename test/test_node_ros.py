@@ -121,6 +121,31 @@ def test_bad_configuration_fails_fast_with_one_message(tmp_path) -> None:
     assert "configuration rejected" in log and "/nonexistent/bundle" in log and "device='tpu'" in log
 
 
+def test_configuration_errors_of_every_source_in_one_message_without_traceback(tmp_path) -> None:
+    params = tmp_path / "robot.yaml"  # a robot's params file after config/fusion.yaml, then -p overrides
+    params.write_text("/**:\n  ros__parameters:\n    threads: -3\n    model: /nonexistent/bundle\n")
+    proc = start_node(tmp_path, "--params-file", str(params), "-p", "sync_slop:=1", "-p", "nms_iou:=2.0")
+    try:
+        assert proc.wait(timeout=60) != 0
+    finally:
+        stop_node(proc)
+    log = (tmp_path / "node.log").read_text()
+    assert "Traceback" not in log and log.count("configuration rejected") == 1, log
+    (line,) = [line for line in log.splitlines() if "configuration rejected" in line]
+    for problem in ("threads=-3 is outside [0, 256]", "/nonexistent/bundle", "'sync_slop' to '1'", "nms_iou=2.0"):
+        assert problem in line, problem
+
+
+def test_bad_parameter_stops_start_up_without_autostart(tmp_path) -> None:
+    proc = start_node(tmp_path, "-p", "autostart:=false", "-p", "expected_rate_hz:=0.0")
+    try:
+        assert proc.wait(timeout=60) != 0
+    finally:
+        stop_node(proc)
+    log = (tmp_path / "node.log").read_text()
+    assert "Traceback" not in log and "expected_rate_hz=0.0 is outside" in log, log
+
+
 def _rss_mb(pid: int) -> float:
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):

@@ -186,6 +186,44 @@ def test_reset_after_clock_jump_accepts_older_stamps_again() -> None:
     assert sync.drops() == drops()
 
 
+def test_clock_jump_back_beyond_threshold_resets_pairing() -> None:
+    sync = PairSynchronizer(slop=0.010, queue_size=5, clock_reset=1.0)
+    t = T0 + 200_000 * MS
+    sync.add_ir(t, "ir0")
+    first = sync.add_vis(t, "vis0")
+    sync.add_ir(t + 100 * MS, "queued")  # waits for a partner when the clock jumps
+    back = t - 100_000 * MS  # both cameras jump back 100 s
+    assert sync.add_vis(back, "vis1") is None
+    assert sync.clock_resets == 1 and sync.last_clock_jump == ("vis", pytest.approx(100.0))
+    assert sync.take() is first  # the pair formed before the jump is still handed out
+    pair = sync.add_ir(back, "ir1")  # the other camera's first stamp of the new timeline: no second reset
+    assert pair == Pair(back, back, "ir1", "vis1")
+    assert sync.clock_resets == 1
+    assert sync.drops() == drops(clock_reset=1)  # the queued IR frame
+    assert sync.add_ir(back - 500 * MS, "late") is None  # a step back under the threshold
+    assert sync.drops("ir") == drops(clock_reset=1, stamp_backwards=1)
+    check_accounting(sync, {"ir": 4, "vis": 2})
+
+
+def test_without_threshold_every_step_back_is_stamp_backwards() -> None:
+    sync = PairSynchronizer(slop=0.010, queue_size=5)
+    sync.add_ir(T0 + 200_000 * MS, "a")
+    assert sync.add_ir(T0, "b") is None
+    assert sync.clock_resets == 0 and sync.drops("ir") == drops(stamp_backwards=1)
+
+
+def test_slop_changes_live() -> None:
+    sync = PairSynchronizer(slop=0.010, queue_size=5)
+    sync.add_ir(T0, "a")
+    assert sync.add_vis(T0 + 40 * MS, "b") is None
+    sync.set_slop(0.050)
+    assert sync.add_ir(T0 + 60 * MS, "c") == Pair(T0 + 60 * MS, T0 + 40 * MS, "c", "b")
+    with pytest.raises(ValueError, match="sync_slop"):
+        sync.set_slop(-1.0)
+    with pytest.raises(ValueError, match="clock_reset_threshold"):
+        sync.set_clock_reset(0.0)
+
+
 def test_concurrent_producers_and_consumer_account_for_every_frame() -> None:
     sync = PairSynchronizer(slop=0.005, queue_size=4)
     n = 2000

@@ -7,28 +7,37 @@ point and, with `autostart` (default), drives configure + activate itself.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-from collections import Counter
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy._rclpy_pybind11 import RCLError
-from rclpy.event_handler import SubscriptionEventCallbacks
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from tim_core.runtime import BundleError, Fuser, InputError, pick_device, resolve_bundle
+from tim_core.runtime import BundleError, Fuser, pick_device
 
-from .image_codec import ImageCodecError, compressed_to_numpy, image_to_numpy, numpy_to_image
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble names the module qos_event
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
+from . import node_params
+from .diagnostics import FusionDiagnostics
+from .image_codec import numpy_to_image
+from .inputs import decode_pair
 from .outputs import RELIABLE_5, TaskPublishers
-from .params import DESCRIPTIONS, RANGES, check, load_defaults
-from .stats import RollingStats
+from .params import APPLIES, check, load_defaults, refuse_change
+from .stats import DropCounter, RollingStats
 from .sync import PairSynchronizer, stamp_to_ns
+from .worker import InferenceWorker
+
+CAMERAS = ("ir", "vis")
 
 
 class FusionNode(LifecycleNode):
@@ -36,155 +45,178 @@ class FusionNode(LifecycleNode):
 
     def __init__(self, **kwargs):
         super().__init__("fusion_node", **kwargs)
-        self.defaults = load_defaults()
-        for name, value in self.defaults.items():
-            if not self.has_parameter(name):  # use_sim_time is declared by rclpy itself
-                self.declare_parameter(name, value, self._descriptor(name, value))
-        self.fuser: Fuser | None = None
+        self.declare_problems = node_params.declare(self, load_defaults())
+        self.params = node_params.read(self)
+        self.state_name = "unconfigured"  # unconfigured | inactive | active: which parameter changes apply
         self.active = False
-        self.stats = RollingStats()
-        self.drops: Counter[str] = Counter()
-        self.camera_info: dict[str, CameraInfo] = {}
-        self._wake, self._stop = threading.Event(), threading.Event()
-        self._worker: threading.Thread | None = None
-        self._entities: list = []
+        self.fuser: Fuser | None = None
         self.tasks: TaskPublishers | None = None
-        self._last_pair = time.monotonic()
+        self.worker: InferenceWorker | None = None
+        self.sync: PairSynchronizer | None = None
+        self.stats, self.drops, self.diagnostics = RollingStats(), DropCounter(), FusionDiagnostics()
+        self.camera_info: dict[str, CameraInfo] = {}
+        self.frame_ids: dict[str, str] = {}
+        self.input_topics: dict[str, str] = {}
+        self.configured_at = self.last_pair = time.monotonic()
+        self.pub_fused = self.pub_info = self.pub_debug = self.pub_diag = None  # made by on_configure
+        self._subscriptions_made: list = []
+        self._publishers_made: list = []
+        self._diag_timer = None
+        self._tasks_lock = threading.Lock()  # the inference thread publishes while a live change rebuilds tasks
+        self.add_on_set_parameters_callback(self.parameters_callback)
 
-    @staticmethod
-    def _descriptor(name: str, value) -> ParameterDescriptor:
-        desc = ParameterDescriptor(description=DESCRIPTIONS.get(name, ""))
-        if name in RANGES:
-            low, high = RANGES[name]
-            if isinstance(value, float):
-                desc.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high))]
-            else:
-                desc.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
-        return desc
+    def problems(self, resolve: bool) -> list[str]:
+        """Every configuration problem, from overrides, ranges and (with `resolve`) the bundle and device."""
+        problems = self.declare_problems + check(self.params)
+        if resolve:
+            try:
+                node_params.model_path(self.params.model)
+            except BundleError as e:
+                problems.append(str(e))
+            if not any(text.startswith("device=") for text in problems):
+                try:
+                    pick_device(self.params.device)
+                except ValueError as e:
+                    problems.append(str(e))
+        if problems:
+            self.get_logger().error("configuration rejected: " + "; ".join(problems))
+        return problems
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        p = {name: self.get_parameter(name).value for name in self.defaults}
-        problems = check(p)
-        try:
-            resolve_bundle(p["model"])
-            pick_device(p["device"])
-        except (BundleError, ValueError) as e:
-            problems.append(str(e))
-        if problems:
-            self.get_logger().error("configuration rejected: " + "; ".join(problems))
+        self.params = p = node_params.read(self)
+        if self.problems(resolve=True):
             return TransitionCallbackReturn.FAILURE
-        self.p = p
-        self.sync = PairSynchronizer(p["sync_slop"], p["sync_queue_size"])
+        self.sync = PairSynchronizer(p.sync_slop, p.sync_queue_size, p.clock_reset_threshold)
         self.pub_fused = self.create_publisher(Image, "fused/image", RELIABLE_5)
         self.pub_info = self.create_publisher(CameraInfo, "fused/camera_info", RELIABLE_5)
         self.pub_debug = self.create_publisher(Image, "debug/image", RELIABLE_5)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        compressed = p["input_transport"] == "compressed"
+        self._publishers_made = [self.pub_fused, self.pub_info, self.pub_debug, self.pub_diag]
+        compressed = p.input_transport == "compressed"
         events = SubscriptionEventCallbacks(incompatible_qos=self._incompatible_qos_callback)
-        for camera in ("ir", "vis"):
-            topic = f"{camera}/image/compressed" if compressed else f"{camera}/image"
-            self._entities.append(
-                self.create_subscription(
-                    CompressedImage if compressed else Image,
-                    topic,
-                    lambda msg, c=camera: self.image_callback(c, msg),
-                    qos_profile_sensor_data,
-                    qos_overriding_options=QoSOverridingOptions.with_default_policies(),
-                    event_callbacks=events,
-                )
+        for camera in CAMERAS:
+            image_sub = self.create_subscription(
+                CompressedImage if compressed else Image,
+                f"{camera}/image/compressed" if compressed else f"{camera}/image",
+                lambda msg, c=camera: self.image_callback(c, msg),
+                qos_profile_sensor_data,  # best effort: a late frame is worth less than the next one
+                qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+                event_callbacks=events,
             )
-            self._entities.append(
-                self.create_subscription(
-                    CameraInfo,
-                    f"{camera}/camera_info",
-                    lambda msg, c=camera: self.camera_info.__setitem__(c, msg),
-                    qos_profile_sensor_data,
-                )
-            )
-        self._entities += [
-            self.pub_fused,
-            self.pub_info,
-            self.pub_debug,
-            self.pub_diag,
-            self.create_timer(p["diagnostic_period"], self.diagnostics_callback),
-        ]
-        self.get_logger().info(f"configured: model {p['model']}, device {p['device']}, slop {p['sync_slop']} s")
+            self.input_topics[camera] = image_sub.topic_name
+            info_sub = self.create_subscription(CameraInfo, f"{camera}/camera_info",
+                                                lambda msg, c=camera: self.camera_info.__setitem__(c, msg),
+                                                qos_profile_sensor_data)
+            self._subscriptions_made += [image_sub, info_sub]
+        self._diag_timer = self.create_timer(p.diagnostic_period, self.diagnostics_callback)
+        self.configured_at = time.monotonic()
+        self.state_name = "inactive"
+        self.get_logger().info(f"configured: model {p.model}, device {p.device}, slop {p.sync_slop} s")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        p = self.p
+        self.params = p = node_params.read(self)
+        if self.problems(resolve=True):
+            return TransitionCallbackReturn.FAILURE
         try:
-            self.fuser = Fuser(
-                p["model"],
-                device=p["device"],
-                half=p["half"],
-                ir_norm=p["ir_normalization"],
-                ir_range=tuple(p["ir_range"]),
-                size_mismatch=p["size_mismatch"],
-                threads=p["threads"] or None,
-                warmup=True,
-                score_threshold=p["score_threshold"],
-                nms_iou=p["nms_iou"],
-                backend=p["backend"],
-            )
+            self.fuser = Fuser(node_params.model_path(p.model), device=p.device, half=p.half,
+                               ir_norm=p.ir_normalization, ir_range=tuple(p.ir_range), size_mismatch=p.size_mismatch,
+                               threads=p.threads or None, warmup=True, score_threshold=p.score_threshold,
+                               nms_iou=p.nms_iou, backend=p.backend, min_side=p.min_side, max_pixels=p.max_pixels)
         except (BundleError, ValueError, RuntimeError) as e:
             self.get_logger().error(f"activation failed: {e}")
             return TransitionCallbackReturn.FAILURE
         self.tasks = TaskPublishers(self, self.fuser, p)
-        self._stop.clear()
-        self._worker = threading.Thread(target=self._inference_loop, name="fusion_inference", daemon=True)
-        self._worker.start()
+        self.worker = InferenceWorker(self.sync.take, self._process, self.drops, self.get_logger(),
+                                      shutting_down=lambda: not self.context.ok())
+        self.worker.start()
         self.active = True
+        self.state_name = "active"
         self.get_logger().info(f"active: {self.fuser.bundle} on {self.fuser.device}")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.release()
+        if not self.release():
+            return TransitionCallbackReturn.FAILURE
+        self.state_name = "inactive"
         return super().on_deactivate(state)
 
-    def release(self) -> None:
-        """Stop the inference thread and free the model (GPU memory included)."""
+    def release(self) -> bool:
+        """Stop the inference thread, then free the model (GPU memory included); False if the thread still runs."""
         self.active = False
-        self._stop.set()
-        self._wake.set()
-        if self._worker is not None:
-            self._worker.join(timeout=10.0)
-        if self.tasks is not None:
-            self.tasks.destroy()
-        self.fuser, self.tasks = None, None
-        self.sync.reset()
+        if self.worker is not None:
+            if not self.worker.stop():
+                return False  # the model and publishers stay: the thread may still be using them
+            self.worker = None
+        with self._tasks_lock:
+            if self.tasks is not None:
+                self.tasks.destroy()
+            self.fuser, self.tasks = None, None
+        if self.sync is not None:
+            self.sync.reset()
+        return True
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for entity in self._entities:
-            (
-                self.destroy_timer
-                if hasattr(entity, "timer_period_ns")
-                else self.destroy_publisher
-                if hasattr(entity, "publish")
-                else self.destroy_subscription
-            )(entity)
-        self._entities = []
+        for sub in self._subscriptions_made:
+            self.destroy_subscription(sub)
+        for pub in self._publishers_made:
+            self.destroy_publisher(pub)
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+        self._subscriptions_made, self._publishers_made, self._diag_timer = [], [], None
+        self.state_name = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self.active:
-            self.release()
-        return TransitionCallbackReturn.SUCCESS
+        released = self.release()
+        self.state_name = "finalized"
+        return TransitionCallbackReturn.SUCCESS if released else TransitionCallbackReturn.FAILURE
+
+    # ---- parameters: live ones apply at once, the others are refused with the step that applies them ----------
+
+    def parameters_callback(self, parameters) -> SetParametersResult:
+        changes = {q.name: list(q.value) if q.name == "ir_range" else q.value
+                   for q in parameters if q.name in APPLIES}  # not qos_overrides.*: rclpy makes those read-only
+        reason = refuse_change(self.params, changes, self.state_name) if changes else None
+        if not changes or reason is not None:
+            return SetParametersResult(successful=reason is None, reason=reason or "")
+        self.params = p = dataclasses.replace(self.params, **changes)
+        if self.sync is not None:
+            self.sync.set_slop(p.sync_slop)
+            self.sync.set_clock_reset(p.clock_reset_threshold)
+        if self._diag_timer is not None and "diagnostic_period" in changes:
+            self._diag_timer.timer_period_ns = int(p.diagnostic_period * 1e9)
+        if self.fuser is not None and self.fuser.heads is not None:
+            self.fuser.heads.score_threshold, self.fuser.heads.nms_iou = p.score_threshold, p.nms_iou
+        if self.fuser is not None and {"publish_detections", "publish_segmentation"} & set(changes):
+            with self._tasks_lock:
+                self.tasks.destroy()
+                self.tasks = TaskPublishers(self, self.fuser, p)
+        self.get_logger().info("parameters set: " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
+        return SetParametersResult(successful=True)
 
     # ---- reception: cheap, never blocks on the model ------------------------------------------
 
     def image_callback(self, camera: str, msg) -> None:
         self.stats.tick(f"{camera}_in")
+        self.frame_ids[camera] = msg.header.frame_id
         if not self.active:
-            self.drops["inactive"] += 1  # configured but not activated: frames are not queued
+            self.drops.add("inactive")  # configured but not activated: frames are not queued
             return
+        resets = self.sync.clock_resets
         stamp = stamp_to_ns(msg.header.stamp)
         pair = self.sync.add_ir(stamp, msg) if camera == "ir" else self.sync.add_vis(stamp, msg)
-        if pair is not None:
-            self._last_pair = time.monotonic()
-            self._wake.set()
+        if self.sync.clock_resets != resets:
+            who, jump = self.sync.last_clock_jump
+            self.get_logger().warning(
+                f"{who} clock jumped back {jump:.3f} s (more than clock_reset_threshold "
+                f"{self.params.clock_reset_threshold} s): camera or bag restarted? pairing restarts from this frame")
+        worker = self.worker
+        if pair is not None and worker is not None:
+            self.last_pair = time.monotonic()
+            worker.wake()
 
     def _incompatible_qos_callback(self, info) -> None:
         self.get_logger().warning(
@@ -192,49 +224,25 @@ class FusionNode(LifecycleNode):
             "the node requests; set qos_overrides.<topic>.subscription.reliability to match it"
         )
 
-    # ---- inference thread: newest pair only ---------------------------------------------------
-
-    def _inference_loop(self) -> None:
-        while not self._stop.is_set():
-            if not self._wake.wait(0.1):
-                continue
-            self._wake.clear()
-            pair = self.sync.take()
-            if pair is None or self.fuser is None:
-                continue
-            try:
-                self._process(pair)
-            except RCLError:
-                if not self.context.ok():
-                    return  # shutting down (Ctrl-C / SIGTERM): the publishers are gone
-                raise
-
-    def _drop(self, reason: str, detail: str) -> None:
-        self.drops[reason] += 1
-        self.get_logger().warning(f"dropped pair ({reason}): {detail}", throttle_duration_sec=2.0)
+    # ---- inference thread: one pair, newest first (failures are dropped and counted by the worker) ----------
 
     def _process(self, pair) -> None:
+        p = self.params  # one snapshot per pair: a live change applies from the next pair
         t0 = time.perf_counter()
-        decode = compressed_to_numpy if self.p["input_transport"] == "compressed" else image_to_numpy
-        try:
-            ir, vis = decode(pair.ir), decode(pair.vis)
-        except ImageCodecError as e:
-            return self._drop(e.reason, str(e))
+        ir, vis = decode_pair(pair, p.input_transport, p.min_side, p.max_pixels)
         t1 = time.perf_counter()
-        try:
-            result = self.fuser(ir, vis)
-        except InputError as e:
-            return self._drop(e.reason, str(e))
+        result = self.fuser(ir, vis)
         t2 = time.perf_counter()
-        header = (pair.vis if self.p["reference_camera"] == "vis" else pair.ir).header
+        header = (pair.vis if p.reference_camera == "vis" else pair.ir).header
         fused_msg = numpy_to_image(result.fused, "rgb8" if result.fused.ndim == 3 else "mono8", header)
         t3 = time.perf_counter()
         self.pub_fused.publish(fused_msg)
-        info = self.camera_info.get(self.p["reference_camera"])
+        info = self.camera_info.get(p.reference_camera)
         if info is not None and (info.height, info.width) == result.fused.shape[:2]:
             info.header = header
             self.pub_info.publish(info)
-        self.tasks.publish(result, header, self.pub_debug)
+        with self._tasks_lock:
+            self.tasks.publish(result, header, self.pub_debug, p.score_threshold)
         t4 = time.perf_counter()
         latency = (self.get_clock().now().nanoseconds - stamp_to_ns(header.stamp)) * 1e-6
         for stage, ms in (
@@ -249,85 +257,30 @@ class FusionNode(LifecycleNode):
             self.stats.add(stage, ms)
         self.stats.tick("fused_out")
 
-    # ---- diagnostics ------------------------------------------------------------------------
-
     def diagnostics_callback(self) -> None:
-        status = DiagnosticStatus(name=f"{self.get_name()}: fusion", hardware_id=str(self.p["device"]))
-        drops = Counter(self.drops)
-        drops.update(self.sync.drops())
-        values = {
-            "state": "active" if self.active else "inactive",
-            "pairs_formed": self.sync.pairs_formed,
-            "fused_rate_hz": self.stats.rate("fused_out"),
-        }
-        warnings = []
-        for camera in ("ir", "vis"):
-            rate, age = self.stats.rate(f"{camera}_in"), self.stats.age(f"{camera}_in")
-            values[f"{camera}_rate_hz"], values[f"{camera}_age_s"] = rate, -1.0 if age is None else age
-            if self.active and rate < 0.5 * self.p["expected_rate_hz"]:
-                warnings.append(f"{camera} input at {rate:.1f} Hz, expected {self.p['expected_rate_hz']:.0f}")
-        for reason, n in sorted(drops.items()):
-            values[f"drops_{reason}"] = n
-        if sum(drops.values()) > getattr(self, "_drops_reported", 0):
-            warnings.append(f"{sum(drops.values()) - self._drops_reported} pairs dropped since last report")
-        self._drops_reported = sum(drops.values())
-        for stage, (p50, p95) in self.stats.percentiles().items():
-            values[f"{stage}_ms_p50"], values[f"{stage}_ms_p95"] = p50, p95
-        warnings += self._sync_watchdog()
-        if self.fuser is not None:
-            values["device"] = str(self.fuser.device)
-            if self.fuser.device.type == "cuda":
-                import torch
-
-                values["gpu_memory_mb"] = torch.cuda.memory_allocated(self.fuser.device) / 2**20
-        status.level = DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
-        status.message = "; ".join(warnings) if warnings else "fusing"
-        status.values = [
-            KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in values.items()
-        ]
-        self.pub_diag.publish(DiagnosticArray(header=self._diag_header(), status=[status]))
-
-    def _diag_header(self):
-        from std_msgs.msg import Header
-
-        return Header(stamp=self.get_clock().now().to_msg())
-
-    def _sync_watchdog(self) -> list[str]:
-        limit = self.p["sync_watchdog"]
-        ages = [self.stats.age(f"{c}_in") for c in ("ir", "vis")]
-        streaming = all(a is not None and a < limit for a in ages)
-        if not (self.active and streaming and time.monotonic() - self._last_pair > limit):
-            return []
-        offset = self.sync.last_offset_s
-        text = (
-            (
-                f"no IR/VIS pair for {limit:.0f} s: stamp offset {offset:+.3f} s vs sync_slop {self.p['sync_slop']} s; "
-                "increase sync_slop or time-synchronize the cameras"
-            )
-            if offset is not None
-            else (f"no IR/VIS pair for {limit:.0f} s; cameras not time-synchronized?")
-        )
-        self.get_logger().warning(text, throttle_duration_sec=5.0)
-        return [text]
+        self.pub_diag.publish(self.diagnostics.report(self))
 
 
 def main(args=None) -> None:
+    """Plain entry point: with autostart, configure + activate or exit 1 with one message naming every problem."""
     rclpy.init(args=args)
-    node = FusionNode()
+    node = None
     try:
-        if node.get_parameter("autostart").value:
-            if (
-                node.trigger_configure() != TransitionCallbackReturn.SUCCESS
-                or node.trigger_activate() != TransitionCallbackReturn.SUCCESS
-            ):
-                raise SystemExit(1)
+        node = FusionNode()
+        if node.params.autostart:
+            started = (node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+                       and node.trigger_activate() == TransitionCallbackReturn.SUCCESS)
+        else:
+            started = not node.problems(resolve=False)
+        if not started:
+            raise SystemExit(1)
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node.active:
+        if node is not None:
             node.release()
-        node.destroy_node()
+            node.destroy_node()
         rclpy.try_shutdown()
 
 

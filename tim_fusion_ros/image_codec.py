@@ -13,6 +13,7 @@ is `bytes`); row padding, a foreign byte order or a colour conversion costs one 
 from __future__ import annotations
 
 import array
+import struct
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -106,8 +107,48 @@ def image_to_numpy(msg: Any) -> np.ndarray:
     if not dtype.isnative:
         pixels = pixels.astype(layout.dtype)
     if layout.to_rgb is not None:
-        return cv2.cvtColor(pixels, layout.to_rgb)
+        try:
+            return cv2.cvtColor(pixels, layout.to_rgb)
+        except cv2.error as e:  # e.g. a Bayer mosaic too small to demosaic
+            raise ImageCodecError(f"Image ({encoding}, {width}x{height}) could not be converted to RGB: "
+                                  f"{str(e).strip().splitlines()[-1]}", "malformed_image") from None
     return np.ascontiguousarray(pixels)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
+
+
+def compressed_size(data: Any) -> tuple[int, int] | None:
+    """(height, width) from a PNG or JPEG header without decoding; None when the header is not readable."""
+    raw = bytes(data[:8]) if isinstance(data, (list, tuple)) else bytes(memoryview(data)[:8])
+    if raw == _PNG_SIGNATURE:
+        head = bytes(data[:24]) if isinstance(data, (list, tuple)) else bytes(memoryview(data)[:24])
+        if len(head) == 24 and head[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", head[16:24])
+            return height, width
+        return None
+    if raw[:2] != b"\xff\xd8":
+        return None
+    buf = _byte_view(data)
+    i = 2
+    while i + 9 <= buf.size:  # walk the marker segments up to the frame header
+        if buf[i] != 0xFF:
+            return None
+        marker = int(buf[i + 1])
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if marker in _JPEG_SOF:
+            height, width = (int(buf[i + 5]) << 8) | int(buf[i + 6]), (int(buf[i + 7]) << 8) | int(buf[i + 8])
+            return height, width
+        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            return None
+        i += 2 + ((int(buf[i + 2]) << 8) | int(buf[i + 3]))
+    return None
 
 
 def compressed_to_numpy(msg: Any) -> np.ndarray:
@@ -117,7 +158,10 @@ def compressed_to_numpy(msg: Any) -> np.ndarray:
     if raw.size == 0:
         raise ImageCodecError(
             f"CompressedImage.data is empty (format '{fmt}'); the publisher sent no image", "empty_image")
-    img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # OpenCV refuses some corrupt or oversized headers by raising instead of returning None
+        img = None
     if img is None or img.size == 0:
         raise ImageCodecError(
             f"CompressedImage.data ({raw.size} bytes, format '{fmt}') could not be decoded; "

@@ -6,6 +6,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from .image_codec import numpy_to_image
 from .overlay import blend_mask, colorize, draw_detections
+from .params import FusionParams
 
 RELIABLE_5 = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -29,14 +30,14 @@ def detection_array(detections, header):
 
 
 class TaskPublishers:
-    """Publishers for the bundle's task heads; created only for heads the bundle has and the parameters enable."""
+    """Publishers for the bundle's task heads; created only for heads the bundle has and the parameters enable
+    (a change of publish_* builds a new TaskPublishers)."""
 
-    def __init__(self, node, fuser, params: dict):
+    def __init__(self, node, fuser, params: FusionParams):
         self.node = node
         heads = set(fuser.card.get("heads", []))
-        self.detect = "detection" in heads and params["publish_detections"]
-        self.segment = "segmentation" in heads and params["publish_segmentation"]
-        self.score_threshold = params["score_threshold"]
+        self.detect = "detection" in heads and params.publish_detections
+        self.segment = "segmentation" in heads and params.publish_segmentation
         self.pubs = []
         if self.detect:
             from vision_msgs.msg import Detection2DArray
@@ -53,8 +54,8 @@ class TaskPublishers:
             self.pub_labels.publish(LabelInfo(class_map=[VisionClass(class_id=i, class_name=n)
                                                          for i, n in enumerate(classes)]))
 
-    def publish(self, result, header, pub_debug) -> None:
-        dets = [d for d in result.detections if d.score >= self.score_threshold]
+    def publish(self, result, header, pub_debug, score_threshold: float) -> None:
+        dets = [d for d in result.detections if d.score >= score_threshold]
         if self.detect:
             self.pub_det.publish(detection_array(dets, header))
         if self.segment and result.mask is not None:

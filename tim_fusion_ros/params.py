@@ -1,13 +1,49 @@
-"""The node's parameters: defaults read from config/fusion.yaml (their one home), descriptions, ranges, checks."""
+"""The node's parameters as a typed dataclass: defaults from config/fusion.yaml (their one home), descriptions,
+ranges, when each change applies, and the checks. No ROS import: tested without a graph."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+
+@dataclass(frozen=True)
+class FusionParams:
+    """Every parameter the node declares; the values come from fusion.yaml and overrides, never from here."""
+
+    autostart: bool
+    use_sim_time: bool
+    model: str
+    device: str
+    half: bool
+    threads: int
+    backend: str
+    min_side: int
+    max_pixels: int
+    sync_slop: float
+    sync_queue_size: int
+    sync_watchdog: float
+    clock_reset_threshold: float
+    reference_camera: str
+    size_mismatch: str
+    ir_normalization: str
+    ir_range: list[float]
+    input_transport: str
+    input_watchdog: float
+    publish_segmentation: bool
+    publish_detections: bool
+    score_threshold: float
+    nms_iou: float
+    diagnostic_period: float
+    expected_rate_hz: float
+
+
+NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(FusionParams))
 CHOICES = {
     "reference_camera": ("vis", "ir"),
     "size_mismatch": ("resize_ir", "resize_vis", "reject"),
@@ -16,7 +52,9 @@ CHOICES = {
     "backend": ("torch", "onnxruntime"),
 }
 RANGES = {  # name: (low, high), inclusive
-    "threads": (0, 256), "sync_slop": (0.0, 10.0), "sync_queue_size": (1, 1000), "sync_watchdog": (0.1, 3600.0),
+    "threads": (0, 256), "min_side": (1, 65535), "max_pixels": (1, 1 << 31),
+    "sync_slop": (0.0, 10.0), "sync_queue_size": (1, 1000), "sync_watchdog": (0.1, 3600.0),
+    "clock_reset_threshold": (0.01, 86400.0), "input_watchdog": (0.1, 3600.0),
     "score_threshold": (0.0, 1.0), "nms_iou": (0.0, 1.0), "diagnostic_period": (0.05, 60.0),
     "expected_rate_hz": (0.1, 1000.0),
 }
@@ -28,20 +66,43 @@ DESCRIPTIONS = {
     "half": "FP16 inference (CUDA only)",
     "threads": "torch CPU threads (0: torch default)",
     "backend": "inference engine: torch | onnxruntime (CPU, float32)",
+    "min_side": "smallest image side accepted, pixels (smaller frames are dropped as too_small before decoding)",
+    "max_pixels": "largest image accepted, width*height (larger frames are dropped as too_large before decoding)",
     "sync_slop": "max IR-VIS stamp difference for a pair, seconds",
     "sync_queue_size": "frames queued per camera while waiting for a partner",
     "sync_watchdog": "seconds without a pair (both cameras streaming) before a warning",
+    "clock_reset_threshold": "a camera stamp this many seconds older than its last one is a clock reset: "
+                             "pairing restarts (smaller steps back are dropped as stamp_backwards)",
     "reference_camera": "camera whose header every output carries: vis | ir",
     "size_mismatch": "IR/VIS of different size: resize_ir | resize_vis | reject",
     "ir_normalization": "16-bit/float thermal to [0,1]: minmax | percentile | fixed",
     "ir_range": "[low, high] raw thermal range for ir_normalization=fixed",
     "input_transport": "raw | compressed",
+    "input_watchdog": "seconds an input topic may have publishers yet deliver nothing before a warning",
     "publish_segmentation": "publish segmentation/* (bundle needs a segmentation head)",
     "publish_detections": "publish detections (bundle needs a detection head)",
     "score_threshold": "minimum detection score published",
     "nms_iou": "IoU for per-class non-maximum suppression",
     "diagnostic_period": "seconds between /diagnostics messages",
     "expected_rate_hz": "input rate; diagnostics warn below half of it",
+}
+# When a change takes effect. live: at once, while active. activate: read when the model loads, so it may be
+# set while the node is unconfigured or inactive. configure: read when topics are created, so only while
+# unconfigured. start: read once by main(), read-only. use_sim_time is rclpy's own (live through its TimeSource).
+APPLIES = {
+    **dict.fromkeys(("model", "device", "half", "threads", "backend", "min_side", "max_pixels", "size_mismatch",
+                     "ir_normalization", "ir_range"), "activate"),
+    **dict.fromkeys(("sync_queue_size", "input_transport"), "configure"),
+    **dict.fromkeys(("autostart",), "start"),
+    **dict.fromkeys(("use_sim_time", "sync_slop", "sync_watchdog", "clock_reset_threshold", "reference_camera",
+                     "input_watchdog", "publish_segmentation", "publish_detections", "score_threshold", "nms_iou",
+                     "diagnostic_period", "expected_rate_hz"), "live"),
+}
+APPLY_NOTES = {
+    "live": "[live: a change applies at once]",
+    "activate": "[applies on activate: set while unconfigured or inactive (deactivate first)]",
+    "configure": "[applies on configure: set while unconfigured (deactivate, cleanup, then configure)]",
+    "start": "[read-only: read once at start]",
 }
 
 
@@ -65,19 +126,30 @@ def load_defaults(path: Path | None = None) -> dict[str, Any]:
     return data["/**"]["ros__parameters"]
 
 
-def check(values: dict[str, Any]) -> list[str]:
+def check(p: FusionParams) -> list[str]:
     """Problems with a full parameter set, each naming the parameter and the valid values."""
     problems = []
     for name, choices in CHOICES.items():
-        if values[name] not in choices:
-            problems.append(f"{name}={values[name]!r} is not one of {', '.join(choices)}")
+        if getattr(p, name) not in choices:
+            problems.append(f"{name}={getattr(p, name)!r} is not one of {', '.join(choices)}")
     for name, (low, high) in RANGES.items():
-        if not low <= values[name] <= high:
-            problems.append(f"{name}={values[name]!r} is outside [{low}, {high}]")
-    device = str(values["device"])
+        if not low <= getattr(p, name) <= high:
+            problems.append(f"{name}={getattr(p, name)!r} is outside [{low}, {high}]")
+    device = str(p.device)
     if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
         problems.append(f"device={device!r} is not one of auto, cpu, cuda, cuda:N")
-    rng = values["ir_range"]
+    rng = list(p.ir_range)
     if len(rng) != 2 or not rng[0] < rng[1]:
-        problems.append(f"ir_range={list(rng)!r} must be [low, high] with low < high")
+        problems.append(f"ir_range={rng!r} must be [low, high] with low < high")
     return problems
+
+
+def refuse_change(current: FusionParams, changes: dict[str, Any], state: str) -> str | None:
+    """Why a change of FusionParams fields is refused in lifecycle `state` (unconfigured | inactive | active)."""
+    for name in changes:
+        applies = APPLIES[name]
+        if applies == "start" or (applies == "configure" and state != "unconfigured") or (
+                applies == "activate" and state == "active"):
+            return f"{name} cannot change while {state}: {APPLY_NOTES[applies]}"
+    problems = check(dataclasses.replace(current, **changes))
+    return "; ".join(problems) or None

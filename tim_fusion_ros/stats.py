@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 
 
 class RollingStats:
@@ -46,3 +46,19 @@ class RollingStats:
         with self._lock:
             ev = self._events[name]
             return now - ev[-1] if ev else None
+
+
+class DropCounter:
+    """Dropped pairs or frames by reason, incremented from the callback and inference threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[reason] += n
+
+    def snapshot(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self._counts)

@@ -6,7 +6,11 @@ Semantics, for each frame `add_ir(stamp_ns, item)` / `add_vis(stamp_ns, item)` r
 
 1. Rejected on arrival: `zero_stamp` when stamp_ns <= 0 (the driver never set the header);
    `stamp_backwards` when it is not newer than the last frame accepted from the same camera (an
-   older stamp or a repeat: clock reset, bag loop, duplicated frame). The camera's last stamp stays.
+   older stamp or a repeat: reordered or duplicated frame). The camera's last stamp stays.
+   A stamp more than `clock_reset` seconds older than that camera's last one is a clock reset
+   (camera or bag restarted, sim clock looped): the queued frames of both cameras are dropped as
+   `clock_reset`, both cameras' last stamps are forgotten, `clock_resets` counts the event, and the
+   frame goes on as the first of the new timeline. The pending pair (already formed) stays.
 2. Paired when the other camera has a queued frame within `slop` seconds (|dt| <= slop; the closest
    wins, the newer one on a tie). The pair becomes the pending pair. Every queued frame older than
    the pair, of either camera, can then only form an older pair and is dropped as `too_old`;
@@ -37,7 +41,7 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 CAMERAS = ("ir", "vis")
-DROP_REASONS = ("no_partner", "too_old", "zero_stamp", "stamp_backwards", "superseded")
+DROP_REASONS = ("no_partner", "too_old", "zero_stamp", "stamp_backwards", "clock_reset", "superseded")
 
 
 def stamp_to_ns(stamp: Any) -> int:
@@ -63,15 +67,15 @@ class Pair(Generic[T]):
 class PairSynchronizer(Generic[T]):
     """Approximate-time IR/VIS pairing with a latest-pair-wins hand-off; thread-safe."""
 
-    def __init__(self, slop: float, queue_size: int) -> None:
-        if not slop >= 0.0:
-            raise ValueError(f"sync_slop must be >= 0 seconds, got {slop}")
+    def __init__(self, slop: float, queue_size: int, clock_reset: float | None = None) -> None:
         if queue_size < 1:
             raise ValueError(f"sync_queue_size must be >= 1, got {queue_size}")
-        self.slop = float(slop)
         self.queue_size = int(queue_size)
-        self._slop_ns = round(self.slop * 1e9)
         self._lock = threading.Lock()
+        self.set_slop(slop)
+        self.set_clock_reset(clock_reset)
+        self.clock_resets = 0
+        self.last_clock_jump: tuple[str, float] | None = None  # (camera, seconds back) of the latest reset
         self._queues: dict[str, deque[tuple[int, T]]] = {c: deque() for c in CAMERAS}
         self._last_stamp: dict[str, int | None] = dict.fromkeys(CAMERAS)
         self._drops: dict[str, Counter[str]] = {c: Counter() for c in CAMERAS}
@@ -79,6 +83,21 @@ class PairSynchronizer(Generic[T]):
         self._pending: Pair[T] | None = None
         self._pairs_formed = 0
         self._offset_ns: dict[str, int | None] = dict.fromkeys(CAMERAS)
+
+    def set_slop(self, slop: float) -> None:
+        """Change the pairing tolerance (seconds); applies to the next frame."""
+        if not slop >= 0.0:
+            raise ValueError(f"sync_slop must be >= 0 seconds, got {slop}")
+        with self._lock:
+            self.slop = float(slop)
+            self._slop_ns = round(self.slop * 1e9)
+
+    def set_clock_reset(self, seconds: float | None) -> None:
+        """A step back of more than `seconds` resets pairing (None: every step back is `stamp_backwards`)."""
+        if seconds is not None and not seconds > 0.0:
+            raise ValueError(f"clock_reset_threshold must be > 0 seconds, got {seconds}")
+        with self._lock:
+            self._reset_ns = None if seconds is None else round(seconds * 1e9)
 
     def add_ir(self, stamp_ns: int, item: T) -> Pair[T] | None:
         """Offer an IR frame; returns the pair it completed (now pending for take()) or None."""
@@ -138,6 +157,9 @@ class PairSynchronizer(Generic[T]):
                 drops["zero_stamp"] += 1
                 return None
             last = self._last_stamp[camera]
+            if last is not None and self._reset_ns is not None and last - stamp_ns > self._reset_ns:
+                self._clock_reset(camera, last - stamp_ns)
+                last = None
             if last is not None and stamp_ns <= last:
                 drops["stamp_backwards"] += 1
                 return None
@@ -165,6 +187,15 @@ class PairSynchronizer(Generic[T]):
                 drops["no_partner"] += 1
             mine.append((stamp_ns, item))
             return None
+
+    def _clock_reset(self, camera: str, jump_ns: int) -> None:
+        for c in CAMERAS:
+            self._drops[c]["clock_reset"] += len(self._queues[c])
+            self._queues[c].clear()
+            self._last_stamp[c] = None
+        self._offset_ns = dict.fromkeys(CAMERAS)
+        self.clock_resets += 1
+        self.last_clock_jump = (camera, jump_ns * 1e-9)
 
     def _nearest(self, queue: deque[tuple[int, T]], stamp_ns: int) -> tuple[int, T] | None:
         # `<=` keeps scanning on a tie, so the newer of two equally close frames wins.
