@@ -44,7 +44,7 @@ setup(
     entry_points={
         "console_scripts": [
             "tim = tim_core.cli:main",
-            "tim-bag = tim_fusion_ros.bag:main",
+            "tim-bag = tim_fusion_ros.bag_cli:main",
             "fusion_node = tim_fusion_ros.fusion_node:main",
         ],
     },

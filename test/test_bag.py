@@ -16,8 +16,8 @@ from rosgraph import DOMAIN_ID, start_node, stop_node  # noqa: E402
 from tim_core.cli import main as tim  # noqa: E402
 from tim_core.evaluate import evaluate_folders  # noqa: E402
 from tim_core.files import read_image  # noqa: E402
-from tim_fusion_ros.bag import main as tim_bag  # noqa: E402
 from tim_fusion_ros.bag import read_bag
+from tim_fusion_ros.bag_cli import main as tim_bag  # noqa: E402
 
 
 def test_make_writes_a_version_8_sqlite_bag(tmp_path) -> None:

@@ -316,7 +316,7 @@ def test_demo_never_clears_a_folder_it_did_not_make(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("argv", [["-m", "tim_fusion_ros.demo", "--rate", "0"],
-                                  ["-m", "tim_fusion_ros.bag", "make", "--ir", "x", "--vis", "y", "--out", "z",
+                                  ["-m", "tim_fusion_ros.bag_cli", "make", "--ir", "x", "--vis", "y", "--out", "z",
                                    "--rate", "0"]])
 def test_zero_rates_are_refused_up_front(argv, tmp_path) -> None:
     res = subprocess.run([sys.executable, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120,

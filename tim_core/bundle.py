@@ -76,7 +76,11 @@ def models_dirs() -> list[Path]:
     checkout = Path(__file__).resolve().parents[1]
     if (checkout / "package.xml").is_file():  # a source checkout (an installed package has no models/ there)
         dirs.append(checkout / "models")
-    dirs.append(Path(sys.prefix) / "share" / "tim_fusion_ros" / "models")
+    prefixes = [sys.prefix, *os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)]
+    for prefix in prefixes:  # installed packages: pip's share/ and every colcon/ament prefix
+        share = Path(prefix) / "share" / "tim_fusion_ros" / "models"
+        if prefix and share.is_dir() and share not in dirs:
+            dirs.append(share)
     return dirs
 
 

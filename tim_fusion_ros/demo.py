@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .bag import positive_float
+from .bag_cli import positive_float
 
 ROOT = Path(__file__).resolve().parents[1]
 
