@@ -41,6 +41,11 @@ test: venv
 demo: venv
 	$(VPY) -m tim_fusion_ros.demo --out out/demo
 
+lint: venv
+	@$(VPY) -m ruff --version >/dev/null 2>&1 || $(PIP) "ruff==0.17.6"
+	$(VPY) -m ruff check .
+	$(VPY) tools/import_graph.py
+
 bench: venv
 	$(VPY) bench/run_all.py
 
