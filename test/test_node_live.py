@@ -69,8 +69,9 @@ def test_input_with_silent_publishers_is_reported_with_the_fixes(graph) -> None:
     assert values["ir_publishers"] == "1" and values["vis_publishers"] == "1"
     probe.good_pair_answered()
     n = len(statuses)
-    assert spin_until(probe.node, lambda: len(statuses) > n, 5.0)
-    assert "nothing received" not in statuses[-1].message, "the warning outlived the frames' arrival"
+    # a status computed while the pair was in flight may still warn; the warning must be gone within seconds
+    assert spin_until(probe.node, lambda: len(statuses) > n and "nothing received" not in statuses[-1].message,
+                      10.0), "the warning outlived the frames' arrival"
 
 
 def test_diagnostics_are_named_after_the_namespace_and_the_cameras(graph) -> None:

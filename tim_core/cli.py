@@ -116,7 +116,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(TrainConfig, args.config, parse_overrides(args.overrides))
-        command = shlex.join(["tim", "train", *(["--config", args.config] if args.config else []), *args.overrides])
+        flags = [f for f, on in (("--resume", args.resume), ("--overwrite", args.overwrite)) if on]
+        command = shlex.join(["tim", "train", *(["--config", args.config] if args.config else []), *args.overrides,
+                              *flags])
         bundle = train(cfg, resume=args.resume, command=command, overwrite=args.overwrite)
     except (ConfigError, ImageFileError, FileNotFoundError, CheckpointError, BundleError, GenotypeError) as e:
         print(f"tim train: {e}", file=sys.stderr)
