@@ -164,6 +164,127 @@ def scatter_plot(
     return _write(path, img)
 
 
+def timeline_plot(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    events: dict[str, Sequence[float]] | None = None,
+    levels: dict[str, float] | None = None,
+    size: tuple[int, int] = (420, 960),
+) -> Path:
+    """Points joined per named series, named events as dashed verticals with a cross on the x axis, named levels
+    (p50, p95) as dashed horizontals; non-negative axes start at 0 and end on round ticks; writes a PNG."""
+    events, levels = events or {}, levels or {}
+    img = np.full((*size, 3), 255, np.uint8)
+    xs = [x for sx, _ in series.values() for x in sx] + [x for ex in events.values() for x in ex] or [0.0]
+    ys = [y for _, sy in series.values() for y in sy if math.isfinite(y)]
+    ys += [v for v in levels.values() if math.isfinite(v)]
+    ax = _Axes(img, xs, [0.0, *ys])
+    if min(xs) >= 0:
+        ax.x0, ax.x1 = 0.0, _round_top(max(xs))
+    ax.y0, ax.y1 = 0.0, _round_top(max(ys, default=0.0))
+    ax.frame(title, xlabel, ylabel)
+    left, top, right, bottom = ax.box
+    for i, (name, y) in enumerate(levels.items()):
+        colour = COLOURS[(7, 4, 5, 6)[i % 4]]  # greys and purples: apart from the series and the events
+        if math.isfinite(y):
+            _dashed(img, (left, ax.px(0.0, y)[1]), (right, ax.px(0.0, y)[1]), colour)
+        ax.legend(i, f"{name} {_fmt(y)}", colour)
+    legend = len(levels)
+    for j, (name, (sx, sy)) in enumerate(series.items()):
+        colour = COLOURS[j % len(COLOURS)]
+        pts = [ax.px(x, y) for x, y in zip(sx, sy) if math.isfinite(y)]
+        if pts:
+            cv2.polylines(img, [np.array(pts, np.int32)], False, colour, 2, cv2.LINE_AA)
+        for pt in pts:
+            cv2.circle(img, pt, 4, colour, -1, cv2.LINE_AA)
+        ax.legend(legend, name, colour)
+        legend += 1
+    for j, (name, ex) in enumerate(events.items()):
+        colour = COLOURS[(1 + j) % len(COLOURS)]
+        for x in ex:
+            cx = ax.px(x, 0.0)[0]
+            _dashed(img, (cx, top), (cx, bottom), colour)
+            cv2.drawMarker(img, (cx, bottom), colour, cv2.MARKER_TILTED_CROSS, 12, 2, cv2.LINE_AA)
+        ax.legend(legend, f"{name} ({len(ex)})", colour)
+        legend += 1
+    return _write(path, img)
+
+
+def stacked_bars(
+    bars: dict[str, dict[str, float]],
+    path: str | Path,
+    title: str,
+    xlabel: str,
+    marks: dict[str, tuple[str, float]] | None = None,
+    size: tuple[int, int] | None = None,
+) -> Path:
+    """Horizontal bars, one per name, stacked from named segments (one colour per segment name, values printed
+    where they fit); marks: bar name -> (label, x) drawn as a black tick across that bar; writes a PNG."""
+    marks = marks or {}
+    segments = list(dict.fromkeys(k for parts in bars.values() for k in parts))
+    bar_h, gap = 36, 18
+    height, width = size or (60 + len(bars) * (bar_h + gap) + 50, 960)
+    img = np.full((height, width, 3), 255, np.uint8)
+    left, top, right, bottom = 110, 40, width - MARGIN[1], height - 45
+    span = _round_top(max([sum(parts.values()) for parts in bars.values()] + [v for _, v in marks.values()]))
+
+    def px(v: float) -> int:
+        return int(left + v / span * (right - left))
+
+    cv2.rectangle(img, (left, top), (right, bottom), (0, 0, 0), 1)
+    for v in _ticks(0.0, span):
+        x = px(v)
+        cv2.line(img, (x, bottom), (x, bottom + 4), (0, 0, 0), 1)
+        _text(img, _plain(v), (x - 14, bottom + 16))
+    _text(img, title, (4, 18), 0.5)
+    _text(img, xlabel, ((left + right) // 2 - 60, bottom + 36))
+    for r, (bar, parts) in enumerate(bars.items()):
+        y0 = top + gap // 2 + r * (bar_h + gap)
+        _text(img, bar, (4, y0 + bar_h // 2 + 4), 0.45)
+        x = 0.0
+        for name, value in parts.items():
+            colour = COLOURS[segments.index(name) % len(COLOURS)]
+            xa, xb = px(x), px(x + value)
+            cv2.rectangle(img, (xa, y0), (max(xa + 1, xb), y0 + bar_h), colour, -1)
+            label = _plain(value)
+            if xb - xa > 8 * len(label) + 6:  # the value only where it fits inside its segment
+                _text(img, label, (xa + 4, y0 + bar_h // 2 + 4), 0.4, (255, 255, 255))
+            x += value
+        if bar in marks:
+            name, value = marks[bar]
+            xm, label = px(value), f"{name} {_plain(value)}"
+            cv2.line(img, (xm, y0 - 5), (xm, y0 + bar_h + 5), (0, 0, 0), 2)
+            tw = cv2.getTextSize(label, FONT, 0.4, 1)[0][0]
+            _text(img, label, (xm + 6 if xm + 6 + tw < right else xm - 6 - tw, y0 + bar_h // 2 + 4), 0.4)
+    for i, name in enumerate(segments):
+        colour = COLOURS[i % len(COLOURS)]
+        cv2.rectangle(img, (right + 12, top + 6 + 18 * i), (right + 22, top + 16 + 18 * i), colour, -1)
+        _text(img, name, (right + 28, top + 16 + 18 * i), 0.45)
+    return _write(path, img)
+
+
+def _round_top(hi: float, n: int = 4) -> float:
+    """The smallest n * step >= 1.05 * hi, step a round multiple (1 to 8) of a power of ten: round tick labels."""
+    raw = max(hi * 1.05, 1e-9) / n
+    power = 10 ** math.floor(math.log10(raw))
+    return n * next(m * power for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10) if m * power >= raw)
+
+
+def _plain(v: float) -> str:
+    return f"{v:.0f}" if abs(v) >= 100 else _fmt(v)  # ms as 2318, not 2.32e+03
+
+
+def _dashed(img: np.ndarray, p0: tuple[int, int], p1: tuple[int, int], colour, dash: int = 6) -> None:
+    length = max(abs(p1[0] - p0[0]), abs(p1[1] - p0[1]), 1)
+    for s in range(0, length, 2 * dash):
+        a, b = s / length, min(s + dash, length) / length
+        cv2.line(img, (int(p0[0] + a * (p1[0] - p0[0])), int(p0[1] + a * (p1[1] - p0[1]))),
+                 (int(p0[0] + b * (p1[0] - p0[0])), int(p0[1] + b * (p1[1] - p0[1]))), colour, 1, cv2.LINE_AA)
+
+
 def _write(path: str | Path, img: np.ndarray) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

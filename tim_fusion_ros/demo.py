@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import shutil
@@ -64,43 +63,6 @@ def _overlays(recorded: Path, eval_dir: Path) -> int:
     return n
 
 
-def write_report(out: Path, summary: dict, model: str) -> Path:
-    """A self-contained HTML page (images referenced relatively) with pairs, outputs, metrics and latency."""
-    ev = out / "eval"
-    rows = []
-    for fused in sorted((ev / "fused").glob("*.png")):
-        cells = [
-            f"<td><img src='eval/{kind}/{fused.name}'><br>{kind}</td>"
-            for kind in ("ir", "vis", "fused", "overlay")
-            if (ev / kind / fused.name).is_file()
-        ]
-        rows.append(f"<tr><th>{html.escape(fused.stem)}</th>{''.join(cells)}</tr>")
-    metrics = "".join(f"<tr><td>{k}</td><td>{v:.4f}</td></tr>" for k, v in summary["metrics"].items() if v is not None)
-    lat = summary["latency_ms"]
-    stages = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{v:.1f}</td></tr>" for k, v in sorted(summary["node_stage_ms"].items())
-    )
-    drops = ", ".join(f"{k}: {v}" for k, v in summary["dropped_by_reason"].items()) or "none"
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tim-fusion demo</title>
-<style>body{{font-family:sans-serif;margin:2em}} img{{max-width:320px}} td,th{{padding:4px;vertical-align:top}}
-table{{border-collapse:collapse}} .t td{{border:1px solid #ccc}}</style></head><body>
-<h1>tim-fusion demo: samples replayed through the ROS 2 fusion node</h1>
-<p>Model <code>{html.escape(model)}</code>. {summary["pairs_sent"]} pairs published from a rosbag2,
-{summary["fused_received"]}
-fused images received over DDS ({summary["throughput_hz"]:.2f} Hz). Dropped by reason: {html.escape(drops)}.</p>
-<h2>Latency (fused received - pair published)</h2>
-<table class="t"><tr><th>p50 ms</th><th>p95 ms</th><th>max ms</th></tr>
-<tr><td>{lat["p50"]:.1f}</td><td>{lat["p95"]:.1f}</td><td>{lat["max"]:.1f}</td></tr></table>
-<h2>Node stages (from /diagnostics)</h2><table class="t">{stages}</table>
-<h2>Fusion metrics ({summary["convention"]} convention, mean over the fused pairs)</h2>
-<table class="t">{metrics}</table>
-<h2>Pairs</h2><table>{"".join(rows)}</table>
-</body></html>"""
-    path = out / "report.html"
-    path.write_text(page)
-    return path
-
-
 MARKER = ".tim-demo"  # written into the folders the demo creates: only those are cleared without --overwrite
 
 
@@ -128,10 +90,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="clear --out even if it holds files that an earlier demo did not write")
     args = parser.parse_args(argv)
 
+    import torch
+
     from tim_core.runtime import BundleError, resolve_bundle
 
     from .bag import make_bag
+    from .params import load_defaults
     from .replay import evaluate_replay, replay
+    from .report_html import write_report
 
     try:
         bundle = resolve_bundle(args.model)
@@ -151,20 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     env.setdefault("ROS_LOG_DIR", str(out / "roslog"))
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "FASTDDS_BUILTIN_TRANSPORTS", "ROS_LOG_DIR")})
-    cmd = [
-        sys.executable,
-        "-m",
-        "tim_fusion_ros.fusion_node",
-        "--ros-args",
-        "--params-file",
-        str(ROOT / "config" / "fusion.yaml"),
-        "-p",
-        f"model:={bundle}",
-        "-p",
-        f"device:={args.device}",
-        "-p",
-        f"expected_rate_hz:={args.rate}",
-    ]
+    params_file = ROOT / "config" / "fusion.yaml"
+    overrides = {"model": str(bundle), "device": args.device, "expected_rate_hz": args.rate}
+    cmd = [sys.executable, "-m", "tim_fusion_ros.fusion_node", "--ros-args", "--params-file", str(params_file)]
+    cmd += [a for k, v in overrides.items() for a in ("-p", f"{k}:={v}")]
     with open(out / "node.log", "w") as log:
         node = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -175,7 +131,15 @@ def main(argv: list[str] | None = None) -> int:
             node.wait(timeout=15)
     summary = evaluate_replay(out / "output_bag", out / "input_bag", out / "eval")
     n_overlay = _overlays(out / "output_bag", out / "eval")
-    page = write_report(out, summary, str(bundle))
+    run = {
+        "model": args.model,
+        "bundle": str(bundle),
+        "card": json.loads((bundle / "card.json").read_text()),
+        "params": {**load_defaults(params_file), **overrides},  # what the node ran with
+        "bag_rate_hz": args.rate,
+        "default_threads": torch.get_num_threads(),  # the node's count when its threads parameter is 0
+    }
+    page = write_report(out, run)
     print((out / "eval" / "eval.md").read_text())
     print(
         f"[demo] {summary['fused_received']}/{summary['pairs_sent']} pairs fused, {n_overlay} with task overlays; "

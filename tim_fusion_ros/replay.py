@@ -3,7 +3,8 @@
 Replay publishes the bag's images with their original timing (scaled by --rate), re-stamped to now so the node's
 latency figures are real, records every node output into a second bag and writes `tim_replay.json` (each pair's
 original and replayed stamps and publish time) beside it. Eval matches the recorded fused images to the source
-pairs by stamp and reports fusion metrics (the same code as `tim eval`), drops by reason, latency and throughput.
+pairs by stamp and reports fusion metrics (the same code as `tim eval`) next to the pixel-wise mean/max baselines,
+drops by reason, latency (per pair, and percentiles) and throughput.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy as np
 
 from .bag import OUTPUT_TOPICS, PAIR_TOPIC, message_class, must_be_new, ns_to_stamp, read_bag, typestore
 from .sync import stamp_to_ns
+
+KINDS = {"model": "fused", "baseline_mean": "mean", "baseline_max": "max"}  # eval.json per-pair key -> image folder
 
 
 def replay(
@@ -140,27 +143,42 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "max": float(v.max())}
 
 
+def _unanswered_reason(drops: dict[str, int], not_answered: int) -> str:
+    """What an unanswered pair is called in the per-frame log: the node counts drops by reason, not by pair, so a
+    pair is named `superseded` (or `dropped`) only when the counts leave no other explanation."""
+    superseded = drops.get("superseded", 0)
+    if superseded >= not_answered:
+        return "superseded"
+    return "dropped" if superseded == 0 else "superseded or dropped"
+
+
 def evaluate_replay(recorded: Path, source: Path, out: Path, convention: str = "matlab") -> dict:
-    """Metrics, drops, latency and throughput of a recorded replay; writes out/{ir,vis,fused}, eval.json, eval.md."""
+    """Metrics (model and mean/max baselines), drops, per-frame latency and throughput of a recorded replay;
+    writes out/{ir,vis,fused,mean,max}, eval.json, eval.md."""
     from tim_core.color import to_unit
     from tim_core.evaluate import evaluate_folders
     from tim_core.files import write_image
+    from tim_core.report import write_baselines
 
     from .image_codec import image_to_numpy
 
-    log = json.loads((recorded / "tim_replay.json").read_text())["pairs"]
+    replayed = json.loads((recorded / "tim_replay.json").read_text())
+    log = replayed["pairs"]
     by_replayed = {}
     for i, p in enumerate(log):
         for key in ("vis_stamp_replayed", "ir_stamp_replayed"):
             if key in p:
                 by_replayed[p[key]] = (i, p)
-    sources = {}
+    sources, inputs = {}, {c: {"encodings": set(), "sizes": set()} for c in ("ir", "vis")}
     for topic, _t, msg in read_bag(source, {"/ir/image", "/vis/image"}):
+        camera = topic.split("/")[1]
+        inputs[camera]["encodings"].add(msg.encoding)
+        inputs[camera]["sizes"].add(f"{msg.width}x{msg.height}")
         img = image_to_numpy(msg)
-        if topic == "/ir/image" and img.dtype != np.uint8:  # the 8-bit view the metrics need, by the node's rule
+        if camera == "ir" and img.dtype != np.uint8:  # the 8-bit view the metrics need, by the node's rule
             img = np.round(to_unit(img, "percentile") * 255).astype(np.uint8)
-        sources[(topic.split("/")[1], stamp_to_ns(msg.header.stamp))] = img
-    latencies, fused_n, diag, recv = [], 0, {}, []
+        sources[(camera, stamp_to_ns(msg.header.stamp))] = img
+    latency_by_pair, diag, recv = {}, {}, []
     for topic, t, msg in read_bag(recorded):
         if topic.endswith("/diagnostics"):
             for status in msg.status:
@@ -170,29 +188,51 @@ def evaluate_replay(recorded: Path, source: Path, out: Path, convention: str = "
         if not topic.endswith("fused/image") or stamp_to_ns(msg.header.stamp) not in by_replayed:
             continue
         i, p = by_replayed[stamp_to_ns(msg.header.stamp)]
-        name = p["name"] if sum(q["name"] == p["name"] for q in log) == 1 else f"{p['name']}_{i:04d}"
+        name = _pair_name(log, i)
         write_image(out / "ir" / f"{name}.png", sources[("ir", p["ir_stamp"])])
         write_image(out / "vis" / f"{name}.png", sources[("vis", p["vis_stamp"])])
         write_image(out / "fused" / f"{name}.png", image_to_numpy(msg))
-        latencies.append((t - p["published_ns"]) * 1e-6)
+        latency_by_pair[i] = (t - p["published_ns"]) * 1e-6
         recv.append(t)
-        fused_n += 1
+    fused_n = len(latency_by_pair)
     if not fused_n:
         raise RuntimeError(
             f"{recorded}: no fused image matches a replayed pair; did the node run and publish fused/image?"
         )
-    metrics = evaluate_folders(out / "ir", out / "vis", out / "fused", convention=convention, progress=False)
-    span = (max(recv) - min(p["published_ns"] for p in log)) * 1e-9
+    names = sorted(_pair_name(log, i) for i in latency_by_pair)
+    write_baselines(out, names)
+    scored = {kind: evaluate_folders(out / "ir", out / "vis", out / kind, convention=convention, progress=False)
+              for kind in ("fused", "mean", "max")}
+    drops = {k[len("drops_") :]: int(v) for k, v in diag.items() if k.startswith("drops_")}
+    unanswered = _unanswered_reason(drops, len(log) - fused_n)
+    t0 = min(p["published_ns"] for p in log)
+    span = (max(recv) - t0) * 1e-9
     summary = {
         "pairs_sent": len(log),
         "fused_received": fused_n,
         "not_answered": len(log) - fused_n,
-        "dropped_by_reason": {k[len("drops_") :]: int(v) for k, v in diag.items() if k.startswith("drops_")},
-        "latency_ms": _percentiles(latencies),
+        "dropped_by_reason": drops,
+        "latency_ms": _percentiles(list(latency_by_pair.values())),
         "throughput_hz": fused_n / span if span > 0 else float("nan"),
         "node_stage_ms": {k: float(v) for k, v in diag.items() if k.endswith(("_p50", "_p95"))},
+        "node_device": diag.get("device"),
+        "inputs": {c: {k: sorted(v) for k, v in kinds.items()} for c, kinds in inputs.items()},
+        "replay_rate": replayed.get("rate"),
         "convention": convention,
-        "metrics": metrics["mean"],
+        "metrics": scored["fused"]["mean"],
+        "baselines": {"mean": scored["mean"]["mean"], "max": scored["max"]["mean"]},
+        "per_pair": {
+            name: {k: scored[kind]["per_image"][name] for k, kind in KINDS.items()} for name in names
+        },
+        "frames": [
+            {
+                "name": _pair_name(log, i),
+                "published_s": (p["published_ns"] - t0) * 1e-9,
+                "latency_ms": latency_by_pair.get(i),
+                "status": "fused" if i in latency_by_pair else unanswered,
+            }
+            for i, p in enumerate(log)
+        ],
     }
     (out / "eval.json").write_text(json.dumps(summary, indent=2))
     lines = [
@@ -204,9 +244,22 @@ def evaluate_replay(recorded: Path, source: Path, out: Path, convention: str = "
         "|---|---|---|---|",
         "| end to end | {p50:.1f} | {p95:.1f} | {max:.1f} |".format(**summary["latency_ms"]),
         "",
-        f"| metric ({convention}) | mean |",
-        "|---|---|",
+        f"| metric ({convention}) | model | mean baseline | max baseline |",
+        "|---|---|---|---|",
     ]
-    lines += [f"| {k} | {v:.4f} |" for k, v in metrics["mean"].items() if v is not None]
+    lines += [
+        f"| {k} | {_fmt(v)} | {_fmt(summary['baselines']['mean'][k])} | {_fmt(summary['baselines']['max'][k])} |"
+        for k, v in summary["metrics"].items()
+    ]
     (out / "eval.md").write_text("\n".join(lines) + "\n")
     return summary
+
+
+def _pair_name(log: list[dict], i: int) -> str:
+    """A pair's image name: its bag name, with the replay index when the bag repeats it (loops)."""
+    name = log[i]["name"]
+    return name if sum(q["name"] == name for q in log) == 1 else f"{name}_{i:04d}"
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.5g}"  # Nabf is ~1e-4: significant digits, not decimals
