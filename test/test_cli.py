@@ -134,4 +134,5 @@ def test_every_documented_subcommand_exists(capsys) -> None:
     from tim_core.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert set(sub.choices) == {"fuse", "info", "eval", "train", "search", "meta", "adapt", "guide", "bench", "export"}
+    assert set(sub.choices) == {"fuse", "info", "eval", "train", "search", "meta", "adapt", "guide", "bench", "export",
+                                "register"}

@@ -22,6 +22,7 @@ PLUGIN_MODULES = ("tim_core.search", "tim_core.meta", "tim_core.guided", "tim_co
 def cmd_fuse(args: argparse.Namespace) -> int:
     """Fuse single files or folders paired by stem; never skips silently, never replaces a file unasked."""
     from .files import ImageFileError, check_output_folder, pair_paths, read_image, write_image, write_text_atomic
+    from .registration import IrToVisWarp, load_registration
     from .runtime import BundleError, Fuser
     from .tasks.boxes import coco_results
 
@@ -30,8 +31,9 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         pairs, unpaired = pair_paths(args.ir, args.vis)
         names = [f"{p.name}.png" for p in pairs] + ["detections.json"]
         check_output_folder(out, [Path(args.ir), Path(args.vis)], names, args.overwrite, "tim fuse")
+        warp = IrToVisWarp.from_registration(load_registration(args.registration)) if args.registration else None
         fuser = Fuser(args.model, device=args.device, half=args.half,
-                      size_mismatch="resize_ir" if args.resize_ir else "reject")
+                      size_mismatch="resize_ir" if args.resize_ir else "reject", registration=warp)
     except (ImageFileError, BundleError, ValueError) as e:
         print(f"tim fuse: {e}", file=sys.stderr)
         return 2
@@ -56,6 +58,49 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         print(f"  failed {name}: {reason}", file=sys.stderr)
     print(f"tim fuse: {done} fused, {len(failed)} failed -> {out}")
     return 0 if not failed else 1
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    """A rig's IR -> VIS homography from one pair or folders of pairs; written only when the estimate converged."""
+    from .files import ImageFileError, pair_paths, read_image, write_text_atomic
+    from .registration import coverage, registration_yaml
+    from .rig_search import SearchConfig, register_pairs
+
+    out = Path(args.out)
+    try:
+        if out.exists() and not args.overwrite:
+            raise ImageFileError(f"{out} exists; pass --overwrite to replace it")
+        pairs, unpaired = pair_paths(args.ir, args.vis)
+        if not pairs:
+            raise ImageFileError(f"{args.ir} and {args.vis}: no IR/VIS pairs (folders pair files by stem)")
+        if len(pairs) > args.max_pairs:  # evenly spread over the folder: scenes differ more than neighbours do
+            pairs = [pairs[round(i * (len(pairs) - 1) / max(args.max_pairs - 1, 1))] for i in range(args.max_pairs)]
+        images = [(read_image(p.a), read_image(p.b)) for p in pairs]
+        for role, k in (("IR", 0), ("VIS", 1)):
+            for pair, imgs in zip(pairs, images):
+                if imgs[k].shape[:2] != images[0][k].shape[:2]:
+                    raise ImageFileError(f"{pair.b if k else pair.a}: {role} size {imgs[k].shape[1]}x{imgs[k].shape[0]}"
+                                         f" differs from {pairs[0].b if k else pairs[0].a}; one rig has one size")
+    except ImageFileError as e:
+        print(f"tim register: {e}", file=sys.stderr)
+        return 2
+    for name, reason in unpaired:
+        print(f"  skipped {name}: {reason}", file=sys.stderr)
+    given = {"scale_range": args.scale_range and tuple(args.scale_range), "shift_fraction": args.shift,
+             "finest_width": args.finest_width}
+    cfg = SearchConfig(**{k: v for k, v in given.items() if v is not None})
+    reg = register_pairs(images, cfg)
+    print("IR -> VIS homography (row-major): " + ", ".join(f"{v:.6g}" for v in reg.homography.ravel()))
+    print(f"residual {reg.residual:.3f} (1 - NGF similarity), IR covers "
+          f"{coverage(reg.homography, reg.ir_size, reg.vis_size):.0%} of the VIS image, {len(images)} pair(s)")
+    if not reg.converged:
+        print(f"tim register: did not converge: {reg.message}. Nothing written. Use more pairs (daylight scenes "
+              "with edges over the whole image), or set --scale-range / --shift to the rig's geometry",
+              file=sys.stderr)
+        return 1
+    write_text_atomic(out, registration_yaml(reg))
+    print(f"tim register: -> {out}")
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -128,6 +173,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tim", description="TIM infrared-visible image fusion")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,9 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
     p.add_argument("--resize-ir", action="store_true", help="resize IR to the visible size when they differ")
+    p.add_argument("--registration", help="YAML from `tim register`: warp IR onto the VIS grid before fusion")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace fused images already in --out")
     p.set_defaults(func=cmd_fuse)
+
+    p = sub.add_parser("register", help="estimate a camera rig's IR -> VIS homography from image pairs",
+                       description="Pairs of one rig (same two cameras, different scenes) are registered jointly.")
+    p.add_argument("--ir", required=True, help="infrared image or folder")
+    p.add_argument("--vis", required=True, help="visible image or folder (paired with --ir by file stem)")
+    p.add_argument("--out", required=True, help="registration YAML to write")
+    p.add_argument("--max-pairs", type=_positive_int, default=10,
+                   help="pairs used, spread over the folder (default %(default)s)")
+    p.add_argument("--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="VIS px per IR px searched, relative to the image width ratio (default: SearchConfig's)")
+    p.add_argument("--shift", type=float, help="largest centre offset searched, fraction of the VIS width")
+    p.add_argument("--finest-width", type=int, help="VIS width of the last refinement level (0: full resolution)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_register)
 
     p = sub.add_parser("info", help="architecture summary of a genotype or bundle")
     p.add_argument("target", help="built-in genotype name (tim_ivif, tim_light), genotype JSON, or bundle folder")

@@ -29,6 +29,7 @@ from .bundle import (  # noqa: F401  (re-exported: the bundle API callers know f
     save_bundle,
 )
 from .color import NonFiniteError, luma, rgb_to_ycbcr, to_unit, ycbcr_to_rgb
+from .registration import IrToVisWarp
 
 MIN_SIDE = 8  # the network's reflect padding and /4 multi-scale cells need a few pixels per side
 MAX_PIXELS = 4096 * 3072  # per image; larger inputs need several GB (set max_pixels to allow them)
@@ -83,6 +84,7 @@ class Fuser:
         backend: str = "torch",
         min_side: int = MIN_SIDE,
         max_pixels: int = MAX_PIXELS,
+        registration: IrToVisWarp | None = None,
     ):
         if size_mismatch not in SIZE_POLICIES:
             raise ValueError(f"unknown size_mismatch {size_mismatch!r}; valid: {', '.join(SIZE_POLICIES)}")
@@ -108,6 +110,7 @@ class Fuser:
             self.net = OnnxRuntimeNet.for_bundle(self.bundle, threads)
         self.ir_norm, self.ir_range, self.size_mismatch = ir_norm, ir_range, size_mismatch
         self.min_side, self.max_pixels = max(int(min_side), MIN_SIDE), int(max_pixels)
+        self.registration: IrToVisWarp | None = None  # IR onto the VIS grid before fusion; set after warm-up
         self.heads = None  # task heads (detection / segmentation / enhancement) listed in card["heads"]
         if self.card.get("heads"):
             from .tasks.heads import HeadError, TaskHeads
@@ -120,6 +123,7 @@ class Fuser:
                 raise BundleError(str(e)) from None
         if warmup:
             self(np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8))
+        self.registration = registration  # may be replaced between calls (the node's calibrated mode does)
 
     def _prepare(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         _check_image(ir, "infrared", self.min_side, self.max_pixels)
@@ -130,7 +134,9 @@ class Fuser:
         vis_u = _unit(vis, "visible", "minmax", self.ir_range)
         ycc = rgb_to_ycbcr(vis_u) if vis_u.ndim == 3 else None
         vis_y = ycc[..., 0] if ycc is not None else vis_u
-        if ir_u.shape != vis_y.shape:
+        if self.registration is not None:  # sizes may differ: the warp puts IR on the VIS grid
+            ir_u = self.registration.warp(ir_u, vis_y)
+        elif ir_u.shape != vis_y.shape:
             if self.size_mismatch == "reject":
                 raise InputError(
                     "size_mismatch",
@@ -159,6 +165,8 @@ class Fuser:
         ir_u, vis_y, ycc = self._prepare(ir, vis)
         t1 = time.perf_counter()
         fused_y = self.fuse_luma(ir_u, vis_y)
+        if self.registration is not None:
+            self.registration.fill(fused_y, vis_y, ir.shape[:2])  # what the IR camera does not see: visible only
         t2 = time.perf_counter()
         mask, detections = None, []
         if self.heads is not None:

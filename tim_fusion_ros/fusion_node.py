@@ -32,7 +32,8 @@ from .diagnostics import FusionDiagnostics
 from .image_codec import numpy_to_image
 from .inputs import decode_pair
 from .outputs import RELIABLE_5, TaskPublishers
-from .params import APPLIES, check, load_defaults, refuse_change
+from .params import APPLIES, LISTS, check, load_defaults, refuse_change
+from .registration import NodeRegistration, file_problems
 from .stats import DropCounter, RollingStats
 from .sync import PairSynchronizer, stamp_to_ns
 from .worker import InferenceWorker
@@ -50,6 +51,7 @@ class FusionNode(LifecycleNode):
         self.state_name = "unconfigured"  # unconfigured | inactive | active: which parameter changes apply
         self.active = False
         self.fuser: Fuser | None = None
+        self.registration: NodeRegistration | None = None  # the IR -> VIS warp, made on activate
         self.tasks: TaskPublishers | None = None
         self.worker: InferenceWorker | None = None
         self.sync: PairSynchronizer | None = None
@@ -69,6 +71,7 @@ class FusionNode(LifecycleNode):
         """Every configuration problem, from overrides, ranges and (with `resolve`) the bundle and device."""
         problems = self.declare_problems + check(self.params)
         if resolve:
+            problems += file_problems(self.params)
             try:
                 node_params.model_path(self.params.model)
             except BundleError as e:
@@ -121,6 +124,7 @@ class FusionNode(LifecycleNode):
         if self.problems(resolve=True):
             return TransitionCallbackReturn.FAILURE
         try:
+            self.registration = NodeRegistration(p)
             self.fuser = Fuser(node_params.model_path(p.model), device=p.device, half=p.half,
                                ir_norm=p.ir_normalization, ir_range=tuple(p.ir_range), size_mismatch=p.size_mismatch,
                                threads=p.threads or None, warmup=True, score_threshold=p.score_threshold,
@@ -177,7 +181,7 @@ class FusionNode(LifecycleNode):
     # ---- parameters: live ones apply at once, the others are refused with the step that applies them ----------
 
     def parameters_callback(self, parameters) -> SetParametersResult:
-        changes = {q.name: list(q.value) if q.name == "ir_range" else q.value
+        changes = {q.name: list(q.value) if q.name in LISTS else q.value
                    for q in parameters if q.name in APPLIES}  # not qos_overrides.*: rclpy makes those read-only
         reason = refuse_change(self.params, changes, self.state_name) if changes else None
         if not changes or reason is not None:
@@ -231,6 +235,7 @@ class FusionNode(LifecycleNode):
         t0 = time.perf_counter()
         ir, vis = decode_pair(pair, p.input_transport, p.min_side, p.max_pixels)
         t1 = time.perf_counter()
+        self.fuser.registration = self.registration.warp(self.camera_info)  # None, fixed, or from the latest K
         result = self.fuser(ir, vis)
         t2 = time.perf_counter()
         header = (pair.vis if p.reference_camera == "vis" else pair.ir).header

@@ -16,7 +16,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 
 from tim_core.runtime import WEIGHTS, BundleError, resolve_bundle
 
-from .params import APPLIES, APPLY_NOTES, DESCRIPTIONS, RANGES, FusionParams
+from .params import APPLIES, APPLY_NOTES, DESCRIPTIONS, LISTS, RANGES, FusionParams
 
 
 def descriptor(name: str, value, with_range: bool = True) -> ParameterDescriptor:
@@ -55,7 +55,8 @@ def declare(node, defaults: dict) -> list[str]:
 def read(node) -> FusionParams:
     """The node's current parameter values as a FusionParams."""
     values = {f.name: node.get_parameter(f.name).value for f in dataclasses.fields(FusionParams)}
-    values["ir_range"] = [float(v) for v in values["ir_range"]]
+    for name in LISTS:
+        values[name] = [float(v) for v in values[name]]
     return FusionParams(**values)
 
 

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+
+from tim_core.registration import RegistrationError, check_homography
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,12 @@ class FusionParams:
     nms_iou: float
     diagnostic_period: float
     expected_rate_hz: float
+    registration: str
+    registration_file: str
+    ir_to_vis_homography: list[float]
+    ir_to_vis_rotation: list[float]
+    ir_to_vis_translation: list[float]
+    registration_distance_m: float
 
 
 NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(FusionParams))
@@ -50,13 +59,15 @@ CHOICES = {
     "ir_normalization": ("minmax", "percentile", "fixed"),
     "input_transport": ("raw", "compressed"),
     "backend": ("torch", "onnxruntime"),
+    "registration": ("none", "homography", "calibrated"),
 }
+LISTS = ("ir_range", "ir_to_vis_homography", "ir_to_vis_rotation", "ir_to_vis_translation")  # double arrays
 RANGES = {  # name: (low, high), inclusive
     "threads": (0, 256), "min_side": (1, 65535), "max_pixels": (1, 1 << 31),
     "sync_slop": (0.0, 10.0), "sync_queue_size": (1, 1000), "sync_watchdog": (0.1, 3600.0),
     "clock_reset_threshold": (0.01, 86400.0), "input_watchdog": (0.1, 3600.0),
     "score_threshold": (0.0, 1.0), "nms_iou": (0.0, 1.0), "diagnostic_period": (0.05, 60.0),
-    "expected_rate_hz": (0.1, 1000.0),
+    "expected_rate_hz": (0.1, 1000.0), "registration_distance_m": (0.0, 1.0e6),
 }
 DESCRIPTIONS = {
     "use_sim_time": "stamps from /clock (bag replay)",
@@ -85,13 +96,22 @@ DESCRIPTIONS = {
     "nms_iou": "IoU for per-class non-maximum suppression",
     "diagnostic_period": "seconds between /diagnostics messages",
     "expected_rate_hz": "input rate; diagnostics warn below half of it",
+    "registration": "warp IR onto the VIS grid before fusion (outputs in the VIS camera's frame): none | homography "
+                    "(ir_to_vis_homography or registration_file) | calibrated (camera_info K + R, t)",
+    "registration_file": "YAML written by `tim register`; when set it replaces ir_to_vis_homography",
+    "ir_to_vis_homography": "row-major 3x3 homography, IR pixel -> VIS pixel (registration: homography)",
+    "ir_to_vis_rotation": "row-major 3x3 rotation R of X_vis = R X_ir + t (cv2.stereoCalibrate, IR camera first)",
+    "ir_to_vis_translation": "[x, y, z] metres, t of X_vis = R X_ir + t",
+    "registration_distance_m": "metres from the IR camera to the scene plane the calibrated homography is exact for "
+                               "(0: infinity, H = K_vis R K_ir^-1)",
 }
 # When a change takes effect. live: at once, while active. activate: read when the model loads, so it may be
 # set while the node is unconfigured or inactive. configure: read when topics are created, so only while
 # unconfigured. start: read once by main(), read-only. use_sim_time is rclpy's own (live through its TimeSource).
 APPLIES = {
     **dict.fromkeys(("model", "device", "half", "threads", "backend", "min_side", "max_pixels", "size_mismatch",
-                     "ir_normalization", "ir_range"), "activate"),
+                     "ir_normalization", "ir_range", "registration", "registration_file", "ir_to_vis_homography",
+                     "ir_to_vis_rotation", "ir_to_vis_translation", "registration_distance_m"), "activate"),
     **dict.fromkeys(("sync_queue_size", "input_transport"), "configure"),
     **dict.fromkeys(("autostart",), "start"),
     **dict.fromkeys(("use_sim_time", "sync_slop", "sync_watchdog", "clock_reset_threshold", "reference_camera",
@@ -141,6 +161,27 @@ def check(p: FusionParams) -> list[str]:
     rng = list(p.ir_range)
     if len(rng) != 2 or not rng[0] < rng[1]:
         problems.append(f"ir_range={rng!r} must be [low, high] with low < high")
+    return problems + registration_problems(p)
+
+
+def registration_problems(p: FusionParams) -> list[str]:
+    """Problems of the registration parameters (the file itself is read on configure, see registration.py)."""
+    problems = []
+    if p.registration != "none" and p.reference_camera != "vis":
+        problems.append(f"registration={p.registration!r} puts the fused image on the VIS grid: set reference_camera "
+                        "to vis")
+    try:
+        check_homography(p.ir_to_vis_homography)
+    except RegistrationError as e:
+        problems.append(str(e))
+    r = np.asarray(p.ir_to_vis_rotation, np.float64)
+    if r.size != 9 or not np.isfinite(r).all() or not np.allclose(r.reshape(3, 3) @ r.reshape(3, 3).T, np.eye(3),
+                                                                   atol=1e-3) or np.linalg.det(r.reshape(3, 3)) < 0:
+        problems.append(f"ir_to_vis_rotation={list(p.ir_to_vis_rotation)!r} must be a row-major 3x3 rotation matrix "
+                        "(orthonormal, determinant +1)")
+    t = np.asarray(p.ir_to_vis_translation, np.float64)
+    if t.size != 3 or not np.isfinite(t).all():
+        problems.append(f"ir_to_vis_translation={list(p.ir_to_vis_translation)!r} must be [x, y, z] in metres")
     return problems
 
 
