@@ -1,10 +1,10 @@
 """The fusion node over real DDS: 640x512 mono16 IR + rgb8 VIS pairs at 30 Hz, per-stage latency from /diagnostics.
 
-Usage: python bench/bench_node.py [--model BUNDLE] [--backend torch|onnxruntime] [--seconds 60] [--smoke]
+Usage: python bench/bench_node.py [--model BUNDLE] [--backend torch|onnxruntime|...] [--seconds 60] [--smoke]
 The node (tim_fusion_ros.fusion_node) runs as a subprocess, started as the launch file does; this
 process publishes the samples/ pairs (IR scaled to 16 bit) stamped with the wall clock, counts fused
-images, reads the node's p50/p95 per stage (decode, fuse, prepare_finish, tasks, encode, publish,
-end_to_end) from its last /diagnostics message and its CPU time and RSS from /proc. The model is
+images, reads the node's p50/p95 per stage (decode, fuse, prepare_finish and its parts, tasks, encode,
+publish, end_to_end) from its last /diagnostics message and its CPU time and RSS from /proc. The model is
 the default bundle when shipped, else tim_light with random weights. Writes bench/results/node_MODEL_BACKEND.json
 (--smoke: a tiny random model, 128x160 at 10 Hz for 4 s, node_smoke.tmp).
 """
@@ -29,11 +29,13 @@ sys.path.insert(0, str(ROOT / "test"))  # rosgraph: the node-as-subprocess helpe
 
 from rosgraph import DOMAIN_ID, image_msg, spin_until, start_node, stop_node
 
+from tim_core.backends import BACKENDS
 from tim_core.bench import format_table, machine_info, materialize, rss_mb
 from tim_core.files import pair_paths, read_image
 from tim_core.runtime import DEFAULT_MODEL, BundleError, resolve_bundle
 
-STAGES = ("decode", "fuse", "prepare_finish", "tasks", "encode", "publish", "end_to_end")
+STAGES = ("decode", "fuse", "prepare_finish", "normalise", "ycbcr", "to_uint8", "tasks", "encode", "publish",
+          "end_to_end")  # normalise, ycbcr and to_uint8 are the parts of prepare_finish
 OUTSIDE_MODEL = ("decode", "prepare_finish", "tasks", "encode", "publish")
 SMOKE_GENOTYPE = {"name": "smoke", "width": 8, "cells": [{"type": "chain", "ops": ["dw_sep_3x3"]}]}
 
@@ -119,7 +121,7 @@ def run(model: Path, backend: str, seconds: float, rate: float, size: tuple[int,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help=f"bundle (default: {DEFAULT_MODEL} if shipped, else tim_light random)")
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    parser.add_argument("--backend", choices=tuple(BACKENDS), default="torch")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=30.0, help="pairs per second")
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 128x160, 10 Hz, 4 s")

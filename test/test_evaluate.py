@@ -11,7 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tim_core.evaluate import add_eval_arguments, evaluate_folders, run_eval
+from tim_core.commands import eval as eval_command
+from tim_core.commands.common import run_command
+from tim_core.evaluate import evaluate_folders
 from tim_core.files import ImageFileError, read_image, write_image
 from tim_core.metrics import FAST_METRICS, METRIC_NAMES, compute_metrics
 
@@ -38,8 +40,13 @@ def folders(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def _parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tim eval")
-    add_eval_arguments(parser)
+    eval_command.add_arguments(parser)
     return parser.parse_args(list(argv))
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """`tim eval` as the `tim` command runs it (errors: one line, exit status 2)."""
+    return run_command("tim eval", eval_command.run, args, eval_command.ERRORS)
 
 
 def test_reports_match_per_image_metrics(folders: tuple[Path, Path, Path], tmp_path: Path) -> None:

@@ -296,6 +296,42 @@ def test_truncated_checkpoint_and_other_genotype_are_clear(tmp_path, capsys) -> 
     assert "does not fit" in capsys.readouterr().err
 
 
+def test_checkpoint_layouts_old_resumes_newer_and_foreign_are_clear(tmp_path, capsys, monkeypatch) -> None:
+    """Layout 1 (the flat dict written before tim_core.checkpoint.Checkpoint) resumes exactly; a layout this
+    version does not know, or another trainer's checkpoint, is one message saying which."""
+    import tim_core.checkpoint as checkpoint_mod
+
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(_tiny_train(tmp_path, full, "--steps", "4")) == 0
+    real_save = checkpoint_mod.save_atomic
+
+    def killed_after_step_2(obj, path):
+        real_save(obj, path)
+        if obj["step"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_mod, "save_atomic", killed_after_step_2)
+    assert main(_tiny_train(tmp_path, cut, "--steps", "4")) == 130
+    monkeypatch.setattr(checkpoint_mod, "save_atomic", real_save)
+    assert capsys.readouterr().err.rstrip().endswith("tim train: interrupted")
+    ckpt = cut / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    assert state["layout"] == checkpoint_mod.LAYOUT and state["trainer"] == "train"
+
+    flat = {**state["states"], **state["extra"], "step": 2, "torch_rng": state["torch_rng"], "config": state["config"]}
+    for bad, message in (({**state, "layout": 99}, "checkpoint layout 99"),
+                         ({**state, "trainer": "search"}, "written by `tim search`, not `tim train`"),
+                         ({k: v for k, v in flat.items() if k != "optimizer"}, "missing optimizer")):
+        torch.save(bad, ckpt)
+        assert main([*_tiny_train(tmp_path, cut, "--steps", "4"), "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    torch.save(flat, ckpt)  # layout 1: no "layout" key, state dicts beside step and RNG state
+    assert main([*_tiny_train(tmp_path, cut, "--steps", "4"), "--resume"]) == 0
+    resumed, uninterrupted = load_bundle(cut / "bundle")[0].state_dict(), load_bundle(full / "bundle")[0].state_dict()
+    assert all(torch.equal(v, resumed[k]) for k, v in uninterrupted.items())
+
+
 # ------------------------------------------------------------------------------------------- demo, bags
 
 

@@ -17,7 +17,7 @@ from tim_core.metrics import CONVENTIONS, FAST_METRICS, METRIC_NAMES, compute_me
 REFERENCE = Path(__file__).resolve().parents[2] / "shared/data/metrics_reference"
 REFERENCE_FILES = sorted(REFERENCE.glob("*.json"))
 
-# METRICS.md: 1e-6 relative, except Qabf (atan branch ties) and cddfuse SSIM/VIF (float32 reference)
+# ../shared/docs/METRICS.md: 1e-6 relative, except Qabf (atan branch ties) and cddfuse SSIM/VIF (float32 reference)
 TOLERANCE = {("matlab", "Qabf"): 1e-4, ("cddfuse", "Qabf"): 1e-4,
              ("cddfuse", "SSIM"): 1e-5, ("cddfuse", "VIF"): 1e-5}
 

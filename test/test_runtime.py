@@ -83,7 +83,7 @@ def test_fuser_layouts_and_dtypes(tiny_bundle) -> None:
     ir, vis = _pair(37, 45)
     res = fuser(ir, vis)
     assert res.fused.shape == (37, 45, 3) and res.fused.dtype == np.uint8
-    assert set(res.timings) == {"prepare", "model", "finish"}
+    assert set(res.timings) == {"prepare", "model", "finish", "normalise", "ycbcr", "to_uint8"}
     grey = fuser(ir, vis[..., 0]).fused
     assert grey.shape == (37, 45) and grey.dtype == np.uint8
     ir16 = ir.astype(np.uint16) * 16 + 2000  # a 12-bit thermal range with an offset

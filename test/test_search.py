@@ -157,9 +157,9 @@ def test_tim_search_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert main([*_search_args(tmp_path, "split"), "--steps", "2"]) == 0
     assert main([*_search_args(tmp_path, "split"), "--steps", "4", "--resume"]) == 0
     full, split = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True) for d in ("full", "split"))
-    assert split["step"] == 4 and [h["step"] for h in split["history"]] == [1, 2, 3, 4]
+    assert split["step"] == 4 and [h["step"] for h in split["extra"]["history"]] == [1, 2, 3, 4]
     for key in ("alpha_ops", "alpha_type"):
-        assert torch.allclose(full["model"][key], split["model"][key], atol=1e-6)
+        assert torch.allclose(full["states"]["model"][key], split["states"]["model"][key], atol=1e-6)
 
 
 def test_tim_search_errors_are_one_line(tmp_path: Path, capsys) -> None:

@@ -56,7 +56,7 @@ def test_every_failure_is_counted_and_the_thread_keeps_going() -> None:
     except KeyError as e:
         same_place = e
     failures = [RuntimeError("Padding size should be less than the corresponding input dimension"),
-                InputError("too_small", "1x1"), ImageCodecError("bad", "undecodable"), MemoryError(),
+                InputError("1x1", "too_small"), ImageCodecError("bad", "undecodable"), MemoryError(),
                 RuntimeError("DefaultCPUAllocator: can't allocate memory"), same_place, same_place, None]
     worker, drops, logger, done = _run(failures)
     try:
@@ -72,7 +72,7 @@ def test_every_failure_is_counted_and_the_thread_keeps_going() -> None:
 
 
 def test_failure_reason() -> None:
-    assert failure_reason(InputError("size_mismatch", "x")) == "size_mismatch"
+    assert failure_reason(InputError("x", "size_mismatch")) == "size_mismatch"
     assert failure_reason(RuntimeError("CUDA out of memory. Tried to allocate 14.00 GiB")) == "out_of_memory"
     assert failure_reason(ValueError("no reason")) == "internal_error"
 

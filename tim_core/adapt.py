@@ -9,9 +9,7 @@ trains with batch statistics either way).
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +18,13 @@ import torch
 from tqdm import tqdm
 
 from .bundle import load_bundle, resolve_bundle, save_bundle
-from .config import dump_config
+from .config import ConfigError, dump_config
 from .data import PairSet, load_pairs, sample_batch
 from .losses import LossWeights, fusion_loss
 from .network import FusionNet, architecture
+from .report import evaluate_on_validation
+from .threads import torch_threads
+from .trainer import batch_seed
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
@@ -95,7 +96,7 @@ def fine_tune(net: FusionNet, data: PairSet, steps: int, batch: int, crop: int, 
     weights = weights or LossWeights()
     for step in tqdm(range(steps), desc="adapt", disable=not progress, dynamic_ncols=True):
         net.train()
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step * 131 + 17)
+        gen = torch.Generator().manual_seed(batch_seed(seed, step) + 17)  # + 17: not the batches `tim train` draws
         a, b = sample_batch(data, batch, crop, gen)
         loss, _ = fusion_loss(net(a, b), a, b, weights)
         opt.zero_grad(set_to_none=True)
@@ -109,9 +110,12 @@ def fine_tune(net: FusionNet, data: PairSet, steps: int, batch: int, crop: int, 
 def run_adapt(cfg: AdaptConfig, command: str = "") -> Path:
     """Adapt `cfg.init` to the pairs in (a, b) for `steps` steps, export and validate; returns the bundle."""
     if not cfg.init or not cfg.a or not cfg.b:
-        raise ValueError("init, a and b are required (--init BUNDLE --a DIR --b DIR)")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+        raise ConfigError("init, a and b are required (--init BUNDLE --a DIR --b DIR)")
+    with torch_threads(cfg.threads):
+        return _adapt(cfg, command)
+
+
+def _adapt(cfg: AdaptConfig, command: str) -> Path:
     spec = pair_spec(cfg.a, cfg.b)
     name = Path(spec.split(":")[0]).resolve().name
     data = load_pairs([spec], "train", cfg.val_fraction)
@@ -134,27 +138,5 @@ def run_adapt(cfg: AdaptConfig, command: str = "") -> Path:
             "command": command, "config": dump_config(cfg)}
     save_bundle(bundle, net, card, extra)
     if cfg.eval_metrics and cfg.val_fraction > 0:
-        from .report import evaluate_on_validation
         evaluate_on_validation(bundle, [spec], cfg.val_fraction, work / "val", cfg.eval_limit)
     return bundle
-
-
-def cmd_adapt(args: argparse.Namespace) -> int:
-    """`tim adapt --init BUNDLE --a DIR --b DIR --steps K [--out BUNDLE] [--field value ...]`."""
-    from .bundle import BundleError
-    from .config import ConfigError, load_config, parse_overrides
-    from .files import ImageFileError
-
-    try:
-        given = {"init": args.init, "a": args.a, "b": args.b, "steps": args.steps}
-        if args.out:
-            given["out"] = args.out
-        cfg = load_config(AdaptConfig, args.config, {**given, **parse_overrides(args.overrides)})
-        flags = [f"--{k} {v}" for k, v in given.items()]
-        command = " ".join(["tim adapt", *flags, *(["--config", args.config] if args.config else []), *args.overrides])
-        bundle = run_adapt(cfg, command=command)
-    except (ConfigError, ImageFileError, BundleError, FileNotFoundError, ValueError) as e:
-        print(f"tim adapt: {e}", file=sys.stderr)
-        return 2
-    print(f"tim adapt: bundle written to {bundle}")
-    return 0

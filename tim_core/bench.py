@@ -7,12 +7,8 @@ seeded random weights: speed does not depend on the weight values. Every model g
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import parse_size
 from .genotype import GenotypeError, load_genotype
 from .network import FusionNet
 from .runtime import BundleError, Fuser, resolve_bundle, save_bundle
@@ -145,52 +140,3 @@ def format_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
                      for row in cells)
-
-
-TABLE = [("model", "model", "s"), ("backend", "backend", "s"), ("size", "size", "s"), ("threads", "thr", "d"),
-         ("median_ms", "median ms", ".1f"), ("p95_ms", "p95 ms", ".1f"), ("fps", "frames/s", ".2f"),
-         ("runs", "runs", "d"), ("peak_rss_mb", "peak RSS MiB", ".0f"), ("ratio", "x first", ".2f")]
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    """`tim bench`: the models one after the other in this process, ratios of frames/s to the first."""
-    h, w = args.size
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            for spec in [s for s in args.model.split(",") if s]:
-                bundle, label = materialize(spec, Path(tmp))
-                fuser = Fuser(bundle, device=args.device, half=args.half, threads=args.threads, warmup=False,
-                              backend=args.backend)
-                row = bench_fuser(fuser, h, w, warmup=args.warmup, min_runs=args.runs, budget_s=args.budget)
-                rows.append({"model": label, "backend": args.backend, "device": str(fuser.device),
-                             "half": args.half, "threads": torch.get_num_threads(), "size": f"{h}x{w}", **row})
-                del fuser
-        except (BundleError, GenotypeError, ValueError) as e:
-            print(f"tim bench: {e}", file=sys.stderr)
-            return 2
-    for row in rows:
-        row["ratio"] = row["fps"] / rows[0]["fps"]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(format_table(rows, TABLE))
-    return 0
-
-
-
-def add_cli(subparsers) -> None:
-    """Register `tim bench`."""
-    p = subparsers.add_parser("bench", help="model latency (median/p95 ms, frames/s), ratios to the first model")
-    p.add_argument("--model", default="tim_ivif_base",
-                   help="comma-separated bundles or genotypes (random weights), e.g. tim_ivif_base,tim_light")
-    p.add_argument("--size", type=parse_size, default=(512, 640), help="HxW (default 512x640)")
-    p.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime CPU threads (default: all)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default: cpu)")
-    p.add_argument("--half", action="store_true", help="FP16 (CUDA only)")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="inference engine")
-    p.add_argument("--runs", type=int, default=5, help="minimum timed runs per model (default: %(default)s)")
-    p.add_argument("--budget", type=float, default=2.0, help="keep timing up to this many seconds per model")
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls first (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print JSON rows instead of the table")
-    p.set_defaults(func=cmd_bench)

@@ -43,9 +43,12 @@ class BundleError(ValueError):
 
 
 class InputError(ValueError):
-    """An input pair that cannot be fused; `reason` is a short counter name (e.g. size_mismatch)."""
+    """An input pair that cannot be fused; `reason` is a short counter name (e.g. size_mismatch).
 
-    def __init__(self, reason: str, message: str):
+    Arguments in the order of tim_fusion_ros.image_codec.ImageCodecError: the message, then the reason.
+    """
+
+    def __init__(self, message: str, reason: str):
         super().__init__(message)
         self.reason = reason
 

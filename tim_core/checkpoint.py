@@ -1,5 +1,10 @@
-"""What every trainer shares: the run folder rule, atomic checkpoints, the LR schedule, distributed info.
+"""Checkpoints of every trainer: one state layout, written atomically, read back strictly; the run folder rule.
 
+Layout 2 (`LAYOUT`), the only one written:
+    {"layout": 2, "trainer": "train" | "guide" | "search" | "meta", "step": int, "torch_rng": ByteTensor | None,
+     "config": {field: value}, "states": {name: state_dict}, "extra": {name: plain data}}
+Layout 1, the flat dict the trainers wrote before (state dicts, step, RNG state and extras side by side, no
+"layout" key), is read by moving its state dicts under "states"; any other layout is an error that says so.
 Checkpoints are written to a temporary file and renamed (a kill never leaves half a file) and read with
 `weights_only=True` (tensors and plain data only, never arbitrary pickled objects). A run folder that already
 holds a checkpoint is continued with `resume` or replaced with `overwrite`, never silently reused.
@@ -7,16 +12,17 @@ holds a checkpoint is continued with `resume` or replaced with `overwrite`, neve
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from .config import ConfigError
 
 CHECKPOINT = "checkpoint.pt"
+LAYOUT = 2
+OVERWRITE_HINT = "start over with --overwrite"
 
 
 class CheckpointError(ValueError):
@@ -53,8 +59,17 @@ def save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, device: torch.device, required: tuple[str, ...] = ("step",)) -> dict:
-    """A checkpoint written by save_atomic (tensors and plain data only: weights_only loading)."""
+def _from_layout_1(state: dict) -> dict:
+    """A flat checkpoint of the trainers before layout 2, in layout 2 (its trainer is unknown)."""
+    plain = ("step", "torch_rng", "config")
+    return {"layout": LAYOUT, "trainer": None, "step": state["step"], "torch_rng": state.get("torch_rng"),
+            "config": state.get("config", {}),
+            "states": {k: v for k, v in state.items() if isinstance(v, dict) and k not in plain},
+            "extra": {k: v for k, v in state.items() if not isinstance(v, dict) and k not in plain}}
+
+
+def read_checkpoint(path: Path, device: torch.device, hint: str = OVERWRITE_HINT) -> dict:
+    """A checkpoint in layout 2 (layout 1 converted); CheckpointError for anything else, saying what it is."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint to resume; start without --resume")
@@ -62,44 +77,59 @@ def load_checkpoint(path: Path, device: torch.device, required: tuple[str, ...] 
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated, corrupt or not a checkpoint: torch raises several types
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]});"
-                              " start over with --overwrite") from None
-    if not isinstance(state, dict) or any(k not in state for k in required):
-        missing = [k for k in required if not isinstance(state, dict) or k not in state]
-        raise CheckpointError(f"{path}: written by another trainer or an older layout (missing {', '.join(missing)}); "
-                              "start over with --overwrite")
+                              f" {hint}") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{path}: not a checkpoint of this project (no step); {hint}")
+    layout = state.get("layout", 1)
+    if layout == 1:
+        return _from_layout_1(state)
+    if layout != LAYOUT or not isinstance(state.get("states"), dict):
+        raise CheckpointError(f"{path}: checkpoint layout {layout!r}, which this version cannot read (it reads "
+                              f"layouts 1 and {LAYOUT}); resume with the version that wrote it, or {hint}")
     return state
 
 
-def restore(module, state: dict, key: str, path: Path) -> None:
-    """module.load_state_dict(state[key]) with a message naming the checkpoint when it does not fit."""
-    try:
-        module.load_state_dict(state[key])
-    except (RuntimeError, KeyError, ValueError) as e:
-        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path}: its {key!r} state does not fit this run's configuration (another genotype "
-                              f"or optimizer?): {first}; resume with the config it was written with, "
-                              "or --overwrite") from None
+class Checkpoint:
+    """One trainer's checkpoint: named states (networks, optimizers, schedulers, scaler, EMA), step, RNG, extras.
 
+    `states` maps a name to an object with state_dict / load_state_dict; None entries (a part this run does not
+    have, e.g. no EMA) are neither saved nor expected. `hint` is the way to start over, for error messages.
+    """
 
-def lr_lambda(steps: int, warmup_steps: int):
-    """Linear warm-up over `warmup_steps`, then cosine decay to zero at `steps`."""
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-    return f
+    def __init__(self, path: Path, trainer: str, states: dict[str, Any], hint: str = OVERWRITE_HINT):
+        self.path, self.trainer, self.hint = Path(path), trainer, hint
+        self.states = {k: v for k, v in states.items() if v is not None}
 
+    def save(self, step: int, config: dict, **extra: Any) -> None:
+        """Write every state, the step, torch's RNG state, the config and `extra` (plain data), atomically."""
+        save_atomic({"layout": LAYOUT, "trainer": self.trainer, "step": step, "torch_rng": torch.get_rng_state(),
+                     "config": config, "states": {k: v.state_dict() for k, v in self.states.items()},
+                     "extra": extra}, self.path)
 
-def batch_seed(seed: int, step: int, rank: int = 0) -> int:
-    """The seed of the batch generator at `step`: a resumed run draws exactly the uninterrupted run's batches."""
-    return seed * 1_000_003 + step * 131 + rank
-
-
-def dist_info() -> tuple[int, int]:
-    """(rank, world size), initialising the process group under torchrun."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    def restore(self, device: torch.device, fallbacks: dict[str, str] | None = None,
+                rng: bool = True) -> tuple[int, dict]:
+        """Load every state (a state missing from the file loads from `fallbacks[name]`, e.g. the EMA from the
+        model) and, with `rng`, torch's RNG state; returns (step, extra)."""
+        state = read_checkpoint(self.path, device, self.hint)
+        if state["trainer"] not in (None, self.trainer):
+            raise CheckpointError(f"{self.path}: written by `tim {state['trainer']}`, not `tim {self.trainer}`; "
+                                  f"resume it with `tim {state['trainer']}`, or {self.hint}")
+        saved, fallbacks = state["states"], fallbacks or {}
+        sources = {k: k if k in saved else fallbacks.get(k, k) for k in self.states}
+        missing = sorted({s for s in sources.values() if s not in saved} |
+                         ({"torch_rng"} if rng and state["torch_rng"] is None else set()))
+        if missing:
+            raise CheckpointError(f"{self.path}: written by another trainer or configuration (missing "
+                                  f"{', '.join(missing)}); resume with the command and config that wrote it, "
+                                  f"or {self.hint}")
+        for name, obj in self.states.items():
+            try:
+                obj.load_state_dict(saved[sources[name]])
+            except (RuntimeError, KeyError, ValueError) as e:
+                first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+                raise CheckpointError(f"{self.path}: its {name!r} state does not fit this run's configuration "
+                                      f"(another genotype or optimizer?): {first}; resume with the config it was "
+                                      f"written with, or {self.hint}") from None
+        if rng:
+            torch.set_rng_state(state["torch_rng"])
+        return state["step"], state["extra"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import typing
 from pathlib import Path
@@ -146,12 +145,3 @@ def parse_overrides(tokens: list[str]) -> dict[str, str]:
 def dump_config(cfg: Any) -> str:
     """The config as YAML text (what a card or checkpoint records)."""
     return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'HxW' (e.g. 480x640) -> (H, W), as an argparse type."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r} must be HxW, e.g. 480x640") from None
-    return h, w

@@ -22,6 +22,7 @@ from .genotype import Cell, Genotype
 from .network import FusionNet, count_macs, make_cell
 from .ops import make_op
 from .supernet import SearchSpace
+from .threads import torch_threads
 
 SCALES = {"chain": (1,), "multiscale": (1, 2, 4)}
 
@@ -125,12 +126,10 @@ class LatencyTable:
 def profile(widths: list[int], candidates: tuple[str, ...], cell_types: tuple[str, ...], size: tuple[int, int],
             threads: int = 2, repeats: int = 5, progress: Callable[[str], None] | None = None) -> LatencyTable:
     """Time every part at every width on this CPU with `threads` torch threads."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
     keys = [k for width in widths for k in part_keys(width, tuple(candidates), tuple(cell_types))]
     parts = {k: build_part(k, size) for k in keys}
     best = dict.fromkeys(keys, float("inf"))
-    try:
+    with torch_threads(threads):
         # Round-robin over the parts: each part's samples spread over the whole run, so a burst of load from
         # other processes cannot inflate every sample of one part.
         for r in range(repeats):
@@ -138,8 +137,6 @@ def profile(widths: list[int], candidates: tuple[str, ...], cell_types: tuple[st
                 best[k] = min(best[k], time_module(module, shape, repeats=1, warmup=r == 0))
                 if progress and r == repeats - 1:
                     progress(k)
-    finally:
-        torch.set_num_threads(previous)
     return LatencyTable(tuple(size), threads, {k: round(v, 4) for k, v in best.items()})
 
 

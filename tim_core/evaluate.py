@@ -1,19 +1,17 @@
-"""The `tim eval` command: fusion metrics over IR / visible / fused folders, paired by file stem."""
+"""Fusion metrics over IR / visible / fused folders, paired by file stem (`tim eval`, reports, bag replay)."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from tim_core.files import ImageFileError, pair_paths, read_image
-from tim_core.metrics import CONVENTIONS, compute_metrics, select_metrics
+from tim_core.metrics import compute_metrics, select_metrics
 
 
 def evaluate_folders(
@@ -53,7 +51,7 @@ def mean_table(result: dict) -> str:
     """Markdown table of the means in an evaluate_folders result, convention in its header line."""
     names = list(result["mean"])
     lines = [
-        (f"Fusion metrics, convention `{result['convention']}` (see METRICS.md), "
+        (f"Fusion metrics, convention `{result['convention']}` (see ../shared/docs/METRICS.md), "
          f"mean over {result['n']} image(s)"),
         "",
         "| convention | n | " + " | ".join(names) + " |",
@@ -62,36 +60,6 @@ def mean_table(result: dict) -> str:
         + " | ".join(_fmt(result["mean"][m]) for m in names) + " |",
     ]
     return "\n".join(lines) + "\n"
-
-
-def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the `tim eval` flags to a (sub)parser."""
-    parser.add_argument("--ir", required=True, metavar="DIR", help="infrared images (or one file)")
-    parser.add_argument("--vis", required=True, metavar="DIR", help="visible images (or one file)")
-    parser.add_argument("--fused", required=True, metavar="DIR", help="fused images (or one file)")
-    parser.add_argument("--convention", choices=CONVENTIONS, default="matlab",
-                        help="whose numbers to reproduce: MATLAB toolbox or CDDFuse evaluator "
-                             "(default: %(default)s)")
-    parser.add_argument("--metrics", metavar="EN,SD,...", default=None,
-                        help="comma-separated subset (default: all of the convention)")
-    parser.add_argument("--out", metavar="PREFIX", default=None,
-                        help="write PREFIX.csv (per image), PREFIX.md (means), PREFIX.json")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    """Run `tim eval` from parsed arguments: print the mean table; 0 on success, 2 on bad input."""
-    metrics = None if args.metrics is None else [m.strip() for m in args.metrics.split(",")]
-    try:
-        result = evaluate_folders(args.ir, args.vis, args.fused, args.convention, metrics,
-                                  args.out, progress=not args.no_progress)
-    except (ImageFileError, ValueError) as e:
-        print(f"tim eval: error: {e}", file=sys.stderr)
-        return 2
-    print(mean_table(result), end="")
-    if args.out is not None:
-        print(f"wrote {args.out}.csv, {args.out}.md, {args.out}.json")
-    return 0
 
 
 def _triplets(ir: str | Path, vis: str | Path, fused: str | Path) -> list[tuple[str, Path, Path, Path]]:

@@ -8,11 +8,9 @@ unclamped like FusionNet. Its metadata carries the SHA-256 of the bundle's weigh
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -22,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bundle import WEIGHTS, BundleError, load_bundle, resolve_bundle
+from .color import luma, to_unit
+from .files import pair_paths, read_image
 from .network import FusionNet
 
 ONNX_FILE = "model.onnx"
@@ -86,6 +86,22 @@ def export_onnx(model: str | Path, out: str | Path | None = None, opset: int = O
     return out
 
 
+def onnx_file(bundle: str | Path) -> Path:
+    """The bundle's model.onnx (`tim export`) if it matches the weights, else an export cached per user (made on
+    first use; never written into the bundle: it may be shipped read-only). ONNX Runtime and OpenVINO run it."""
+    import onnx
+
+    bundle = resolve_bundle(bundle)
+    digest = weights_digest(bundle)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tim_fusion" / digest[:16] / ONNX_FILE
+    for path in (bundle / ONNX_FILE, cache):
+        if path.is_file():
+            metadata = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            if metadata.get("tim_weights_sha256") == digest:
+                return path
+    return export_onnx(bundle, cache)
+
+
 def _session(path: Path, threads: int | None):
     try:
         import onnxruntime as ort
@@ -109,16 +125,8 @@ class OnnxRuntimeNet:
 
     @classmethod
     def for_bundle(cls, bundle: str | Path, threads: int | None = None) -> OnnxRuntimeNet:
-        """The bundle's model.onnx (`tim export`) if it matches the weights, else an export cached per user."""
-        bundle = resolve_bundle(bundle)
-        digest = weights_digest(bundle)
-        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tim_fusion" / digest[:16] / ONNX_FILE
-        for path in (bundle / ONNX_FILE, cache):
-            if path.is_file():
-                net = cls(path, threads)
-                if net.metadata.get("tim_weights_sha256") == digest:
-                    return net
-        return cls(export_onnx(bundle, cache), threads)  # never writes into the bundle: it may be shipped read-only
+        """The bundle's ONNX file (see onnx_file) in an ONNX Runtime session."""
+        return cls(onnx_file(bundle), threads)
 
     def __call__(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         if ir.device.type != "cpu" or ir.dtype != torch.float32:
@@ -129,9 +137,6 @@ class OnnxRuntimeNet:
 
 def real_pairs(limit: int = 3) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, IR luma, visible luma) float32 [0, 1] planes from samples/, as Fuser prepares them."""
-    from .color import luma, to_unit
-    from .files import pair_paths, read_image
-
     samples = Path(__file__).resolve().parents[1] / "samples"
     pairs, _ = pair_paths(samples / "ir", samples / "vis")
     out = []
@@ -153,41 +158,3 @@ def verify_onnx(path: str | Path, net: FusionNet, pairs: list[tuple[str, np.ndar
             a, b = (torch.from_numpy(np.ascontiguousarray(x))[None, None] for x in (ir, vis))
             diffs[name] = float((session(a, b) - net(a, b)).abs().max())
     return diffs
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    """`tim export`: write the ONNX file, then check it against PyTorch on real sample pairs."""
-    try:
-        path = export_onnx(args.model, args.out, args.opset)
-        net, _, _ = load_bundle(args.model)
-    except (BundleError, ImportError, RuntimeError) as e:
-        print(f"tim export: {e}", file=sys.stderr)
-        return 2
-    print(f"tim export: wrote {path} ({path.stat().st_size / 1e6:.2f} MB, opset {args.opset}, dynamic N/H/W)")
-    if args.no_verify:
-        return 0
-    pairs = real_pairs(args.verify_pairs)
-    if not pairs:
-        print("tim export: no sample pairs in samples/ to verify against", file=sys.stderr)
-        return 2
-    diffs = verify_onnx(path, net, pairs)
-    worst = max(diffs.values())
-    for name, ir, _ in pairs:
-        print(f"  {name} {ir.shape[1]}x{ir.shape[0]}: max |onnx - torch| = {diffs[name]:.2e}")
-    if worst >= TOLERANCE:
-        print(f"tim export: verification failed: max difference {worst:.2e} >= {TOLERANCE:g}", file=sys.stderr)
-        return 1
-    print(f"tim export: verified on {len(diffs)} real pair(s), max difference {worst:.2e} < {TOLERANCE:g}")
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    """Register `tim export`."""
-    p = subparsers.add_parser("export", help="export a bundle to ONNX (dynamic H/W), verified against PyTorch")
-    p.add_argument("--model", default="tim_ivif_base", help="bundle folder or shipped name (default: %(default)s)")
-    p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: onnx)")
-    p.add_argument("--out", help=f"output file (default: BUNDLE/{ONNX_FILE}, which Fuser(backend='onnxruntime') uses)")
-    p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset (default: %(default)s)")
-    p.add_argument("--verify-pairs", type=int, default=3, help="sample pairs to verify on (default: %(default)s)")
-    p.add_argument("--no-verify", action="store_true", help="skip the check against PyTorch")
-    p.set_defaults(func=cmd_export)

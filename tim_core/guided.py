@@ -1,6 +1,6 @@
 """Task-guided fusion (`tim guide`): a task network N_T on the fused image guides the fusion network N_F.
 
-Couplings (TIM leaves this open; TIM_FACTS.md):
+Couplings (TIM leaves this open; ../shared/docs/TIM_FACTS.md):
 - frozen:      N_F fixed, N_T trained on its output (unguided fusion; with input ir|vis: one camera only).
 - alternating: each step, N_T takes a step on ell_T(N_T(I_F)) with I_F detached, then N_F takes a step on
                ell_F(I_F) + lam * ell_T(N_T(I_F)) through the updated N_T.
@@ -16,23 +16,22 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
-from .bundle import load_bundle, pick_device, save_bundle
-from .checkpoint import batch_seed, dist_info, load_checkpoint, lr_lambda, save_atomic
+from .bundle import load_bundle, save_bundle
 from .config import dump_config
 from .genotype import load_genotype
+from .hypergrad import hypergradient
 from .losses import LossWeights, fusion_loss
 from .network import FusionNet
+from .report import evaluate_on_validation
 from .tasks import TASKS, build_task_net
 from .tasks.data import load_task_data, sample_task_batch
 from .tasks.heads import head_card, head_tensors, load_heads
 from .tasks.training import evaluate_task, task_loss
-from .train import tensorboard_writer
+from .trainer import bundle_path, tensorboard_writer, training_run, warmup_cosine
 
 COUPLINGS = ("frozen", "alternating", "bilevel")
 INPUTS = ("fused", "ir", "vis")
@@ -130,131 +129,94 @@ def _task_input(cfg: GuideConfig, batch: dict, device: torch.device) -> torch.Te
 def guide(cfg: GuideConfig, resume: bool = False, command: str = "") -> dict:
     """Train N_T (and N_F unless frozen), checkpoint, validate, export; returns {'bundle', 'task', ...}."""
     _check(cfg)
-    rank, world = dist_info()
-    device = pick_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint.pt"
-    size = (cfg.height, cfg.width)
-    load = {
-        "specs": cfg.data,
-        "val_fraction": cfg.val_fraction,
-        "size": size,
-        "labels": cfg.labels,
-        "classes": cfg.classes if cfg.task == "detection" else cfg.seg_classes,
-        "synthetic": cfg.synthetic,
-    }
-    train_set = load_task_data(cfg.task, split="train", **load)
-    val_set = load_task_data(cfg.task, split="val", **load)
-    classes = train_set.classes
-    fusion, task_net = build_nets(cfg, len(classes))
-    task_net = task_net.to(device)
-    trains_fusion = fusion is not None and cfg.coupling != "frozen"
-    weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim)
-    if fusion is not None:
-        fusion = fusion.to(device)
-    if not trains_fusion:  # the task input never changes: compute it once
-        train_set.fused = _cached_input(cfg, fusion, train_set, device)
+    with training_run("guide", cfg.out, cfg.steps, cfg.seed, cfg.threads, resume=resume, distributed=True,
+                      replace_unasked=True) as run:
+        device = run.device(cfg.device)
+        size = (cfg.height, cfg.width)
+        load = {
+            "specs": cfg.data,
+            "val_fraction": cfg.val_fraction,
+            "size": size,
+            "labels": cfg.labels,
+            "classes": cfg.classes if cfg.task == "detection" else cfg.seg_classes,
+            "synthetic": cfg.synthetic,
+        }
+        train_set = load_task_data(cfg.task, split="train", **load)
+        val_set = load_task_data(cfg.task, split="val", **load)
+        classes = train_set.classes
+        fusion, task_net = build_nets(cfg, len(classes))
+        task_net = task_net.to(device)
+        trains_fusion = fusion is not None and cfg.coupling != "frozen"
+        weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim)
+        if fusion is not None:
+            fusion = fusion.to(device)
+        if not trains_fusion:  # the task input never changes: compute it once
+            train_set.fused = _cached_input(cfg, fusion, train_set, device)
 
-    opt_t = torch.optim.AdamW(task_net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched_t = torch.optim.lr_scheduler.LambdaLR(opt_t, lr_lambda(cfg.steps, cfg.warmup_steps))
-    opt_f = (
-        torch.optim.AdamW(fusion.parameters(), lr=cfg.fusion_lr, weight_decay=cfg.weight_decay)
-        if trains_fusion
-        else None
-    )
-    sched_f = torch.optim.lr_scheduler.LambdaLR(opt_f, lr_lambda(cfg.steps, cfg.warmup_steps)) if opt_f else None
-    start = 0
-    if resume:
-        state = load_checkpoint(ckpt_path, device)
-        task_net.load_state_dict(state["task"])
-        opt_t.load_state_dict(state["opt_task"])
-        sched_t.load_state_dict(state["sched_task"])
-        if opt_f:
-            fusion.load_state_dict(state["fusion"])
-            opt_f.load_state_dict(state["opt_fusion"])
-            sched_f.load_state_dict(state["sched_fusion"])
-        torch.set_rng_state(state["torch_rng"])
-        start = state["step"]
+        opt_t = torch.optim.AdamW(task_net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched_t = warmup_cosine(opt_t, cfg.steps, cfg.warmup_steps)
+        opt_f = (
+            torch.optim.AdamW(fusion.parameters(), lr=cfg.fusion_lr, weight_decay=cfg.weight_decay)
+            if trains_fusion
+            else None
+        )
+        sched_f = warmup_cosine(opt_f, cfg.steps, cfg.warmup_steps) if opt_f else None
+        ckpt = run.checkpoint(task=task_net, opt_task=opt_t, sched_task=sched_t, fusion=fusion if opt_f else None,
+                              opt_fusion=opt_f, sched_fusion=sched_f)
+        start, _ = run.restore(ckpt, device)
 
-    writer = tensorboard_writer(out, rank)
-    t_params = list(task_net.parameters())
-    f_params = list(fusion.parameters()) if trains_fusion else []
-    bar = tqdm(
-        range(start, cfg.steps),
-        initial=start,
-        total=cfg.steps,
-        desc=f"guide {cfg.task}/{cfg.coupling}",
-        disable=rank != 0,
-        dynamic_ncols=True,
-    )
-    t_last = time.perf_counter()
-    for step in bar:
-        gen = torch.Generator().manual_seed(batch_seed(cfg.seed, step, rank))
-        batch = sample_task_batch(train_set, cfg.batch, cfg.crop, gen)
-        if trains_fusion:
-            ir, vis = batch["ir"].to(device), batch["vis"].to(device)
-            with torch.no_grad():
-                fused = fusion(ir, vis).clamp(0, 1)
-        else:
-            fused = _task_input(cfg, batch, device)
-        loss_t, terms = task_loss(cfg.task, task_net, fused, batch, cfg.dice, weights)
-        _apply(t_params, torch.autograd.grad(loss_t, t_params), world)
-        opt_t.step()
-        sched_t.step()
-        if trains_fusion:
-            f_terms = _fusion_step(
-                cfg,
-                fusion,
-                task_net,
-                batch,
-                sample_task_batch(train_set, cfg.batch, cfg.crop, gen) if cfg.coupling == "bilevel" else None,
-                f_params,
-                t_params,
-                weights,
-                device,
-                world,
-            )
-            opt_f.step()
-            sched_f.step()
-            terms.update(f_terms)
-        done = step + 1
-        if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
-            rate = cfg.log_every * cfg.batch * world / max(time.perf_counter() - t_last, 1e-9)
-            t_last = time.perf_counter()
-            bar.set_postfix(task=f"{loss_t.item():.3f}", img_s=f"{rate:.1f}")
-            writer.add_scalar("train/task_loss", loss_t.item(), done)
-            for k, v in terms.items():
-                writer.add_scalar(f"train/{k}", v, done)
-            writer.add_scalar("train/lr_task", sched_t.get_last_lr()[0], done)
-        if rank == 0 and cfg.val_every and done % cfg.val_every == 0 and done != cfg.steps:
-            for k, v in _validate(cfg, fusion, task_net, val_set, device).items():
-                if isinstance(v, float):
-                    writer.add_scalar(f"val/{k}", v, done)
-        if rank == 0 and (done % cfg.ckpt_every == 0 or done == cfg.steps):
-            state = {
-                "task": task_net.state_dict(),
-                "opt_task": opt_t.state_dict(),
-                "sched_task": sched_t.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "step": done,
-                "config": asdict(cfg),
-            }
-            if opt_f:
-                state.update(
-                    fusion=fusion.state_dict(), opt_fusion=opt_f.state_dict(), sched_fusion=sched_f.state_dict()
+        writer = tensorboard_writer(run.out, run.rank)
+        t_params = list(task_net.parameters())
+        f_params = list(fusion.parameters()) if trains_fusion else []
+        t_last = time.perf_counter()
+        for step in run.loop(start, f"guide {cfg.task}/{cfg.coupling}"):
+            gen = run.generator(step)
+            batch = sample_task_batch(train_set, cfg.batch, cfg.crop, gen)
+            if trains_fusion:
+                ir, vis = batch["ir"].to(device), batch["vis"].to(device)
+                with torch.no_grad():
+                    fused = fusion(ir, vis).clamp(0, 1)
+            else:
+                fused = _task_input(cfg, batch, device)
+            loss_t, terms = task_loss(cfg.task, task_net, fused, batch, cfg.dice, weights)
+            _apply(t_params, torch.autograd.grad(loss_t, t_params), run.world)
+            opt_t.step()
+            sched_t.step()
+            if trains_fusion:
+                f_terms = _fusion_step(
+                    cfg,
+                    fusion,
+                    task_net,
+                    batch,
+                    sample_task_batch(train_set, cfg.batch, cfg.crop, gen) if cfg.coupling == "bilevel" else None,
+                    f_params,
+                    t_params,
+                    weights,
+                    device,
+                    run.world,
                 )
-            save_atomic(state, ckpt_path)
-    bar.close()
-    result: dict = {}
-    if rank == 0:
-        result = _finish(cfg, fusion, task_net, val_set, classes, device, command, out, writer)
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+                opt_f.step()
+                sched_f.step()
+                terms.update(f_terms)
+            done = step + 1
+            if run.rank == 0 and run.due(done, cfg.log_every):
+                rate = cfg.log_every * cfg.batch * run.world / max(time.perf_counter() - t_last, 1e-9)
+                t_last = time.perf_counter()
+                run.bar.set_postfix(task=f"{loss_t.item():.3f}", img_s=f"{rate:.1f}")
+                writer.add_scalar("train/task_loss", loss_t.item(), done)
+                for k, v in terms.items():
+                    writer.add_scalar(f"train/{k}", v, done)
+                writer.add_scalar("train/lr_task", sched_t.get_last_lr()[0], done)
+            if run.rank == 0 and cfg.val_every and done % cfg.val_every == 0 and done != cfg.steps:
+                for k, v in _validate(cfg, fusion, task_net, val_set, device).items():
+                    if isinstance(v, float):
+                        writer.add_scalar(f"val/{k}", v, done)
+            if run.rank == 0 and run.due(done, cfg.ckpt_every):
+                ckpt.save(done, asdict(cfg))
+        result: dict = {}
+        if run.rank == 0:
+            result = _finish(cfg, fusion, task_net, val_set, classes, device, command, run.out, writer)
+        run.barrier()
     return result
 
 
@@ -284,8 +246,6 @@ def _fusion_step(cfg, fusion, task_net, batch, upper_batch, f_params, t_params, 
         total = objective(batch, True)
         _apply(f_params, torch.autograd.grad(total, f_params), world)
         return {"fusion_objective": total.item()}
-    from .hypergrad import hypergradient
-
     grads = hypergradient(
         cfg.hypergrad,
         lambda: objective(upper_batch, True),
@@ -331,7 +291,7 @@ def _finish(cfg, fusion, task_net, val_set, classes, device, command, out, write
     }
     result = {"task": task_val, "bundle": None}
     if fusion is not None:
-        bundle = Path(cfg.export) if cfg.export else out / "bundle"
+        bundle = bundle_path(cfg)
         card = {
             "task": f"fusion+{cfg.task}",
             "coupling": cfg.coupling,
@@ -347,47 +307,6 @@ def _finish(cfg, fusion, task_net, val_set, classes, device, command, out, write
         save_bundle(bundle, fusion.cpu(), card, head_tensors(cfg.task, task_net.cpu()))
         result["bundle"] = str(bundle)
         if cfg.eval_fusion and not cfg.synthetic:
-            from .report import evaluate_on_validation
-
             result["fusion"] = evaluate_on_validation(bundle, cfg.data, cfg.val_fraction, out / "val", cfg.eval_limit)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
-
-
-def cmd_guide(args) -> int:
-    """`tim guide --config FILE --task T [--resume] [--field value ...]`."""
-    import sys
-
-    from .config import ConfigError, load_config, parse_overrides
-    from .files import ImageFileError
-
-    try:
-        overrides = parse_overrides(args.overrides)
-        if args.task:
-            overrides["task"] = args.task
-        cfg = load_config(GuideConfig, args.config, overrides)
-        words = [
-            "tim guide",
-            *(["--config", args.config] if args.config else []),
-            *(["--task", args.task] if args.task else []),
-            *args.overrides,
-        ]
-        result = guide(cfg, resume=args.resume, command=" ".join(words))
-    except (ConfigError, ImageFileError, FileNotFoundError, ValueError) as e:
-        print(f"tim guide: {e}", file=sys.stderr)
-        return 2
-    print(f"tim guide: {json.dumps(result['task'])}" + (f" -> {result['bundle']}" if result["bundle"] else ""))
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    """Register `tim guide`."""
-    p = subparsers.add_parser(
-        "guide",
-        help="task-guided fusion: train a task network with (or on) the fusion network",
-        description="Config fields can be overridden as --field value (e.g. --steps 100).",
-    )
-    p.add_argument("--config", help="YAML file mirroring GuideConfig (tim_core/configs/guide_*.yaml)")
-    p.add_argument("--task", choices=TASKS, help="overrides the config's task")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt at its step")
-    p.set_defaults(func=cmd_guide, takes_overrides=True)

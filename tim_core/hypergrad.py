@@ -7,8 +7,9 @@ With theta*(alpha) = argmin_theta L_low(theta, alpha), the implicit function the
 - 'darts1'  keeps only the direct term grad_alpha L_up (first-order DARTS).
 - 'ias'     TIM's rank-1 Gauss-Newton approximation: H ~ g g^T and d2 L_low / dalpha dtheta ~ grad_alpha L_low g^T
             with g = grad_theta L_low, which collapses the second term to c * grad_alpha L_low,
-            c = <v, g> / <g, g>, v = grad_theta L_up. The sign is the textbook minus (TIM_FACTS.md: the released
-            code adds it, an apparent slip; test/test_hypergrad.py pins the sign on a problem with a known answer).
+            c = <v, g> / <g, g>, v = grad_theta L_up. The sign is the textbook minus (../shared/docs/TIM_FACTS.md:
+            the released code adds it, an apparent slip; test/test_hypergrad.py pins the sign on a problem with a
+            known answer).
 - 'neumann' H^-1 v ~ eta * sum_{j<K} (I - eta H)^j v with Hessian-vector products, then one mixed
             second-derivative product (Lorraine et al., 2020). Needs eta < 2 / lambda_max(H) to converge.
 """

@@ -1,6 +1,6 @@
 """Unsupervised fusion loss: intensity, gradient (texture) and SSIM terms; weights come from the config.
 
-TIM does not publish its fusion loss (TIM_FACTS.md: OPEN). We use the three objectives common to
+TIM does not publish its fusion loss (../shared/docs/TIM_FACTS.md: OPEN). We use the three objectives common to
 SeAFusion / TarDAL-style training, all on luma in [0, 1]:
 
 - intensity  ||F - max(A, B)||_1: keep the salient (brighter) source at each pixel; for IR-VIS this

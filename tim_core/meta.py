@@ -1,6 +1,6 @@
 """Pretext meta-initialization (PMI, `tim meta`): MAML over several fusion tasks with `functional_call`.
 
-TIM_FACTS.md, part 3: on pretext task i the inner loop takes k steps θ_i ← θ_i − α ∇ℓ_F(θ_i; support_i)
+../shared/docs/TIM_FACTS.md, part 3: on pretext task i the inner loop takes k steps θ_i ← θ_i − α ∇ℓ_F(θ_i; support_i)
 from θ_i = ω (k = 1 in the paper); the outer loop minimises Σ_i w_i ℓ_F(θ_i(ω); query_i) over ω with Adam,
 and the result ω* initializes θ_F for a new kind of fusion. A task is a paired data set with the same
 unsupervised fusion loss (colour sources fuse in luma). First order drops the Hessian terms (the outer
@@ -14,24 +14,23 @@ the uninterrupted one would have; the draws are logged to OUT/tasks.jsonl, Tenso
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch.func import functional_call
-from tqdm import tqdm
 
+from .adapt import recalibrate_bn
 from .bundle import save_bundle, update_card
-from .checkpoint import batch_seed
-from .config import dump_config
+from .config import ConfigError, dump_config
 from .data import PairSet, load_pairs, sample_batch
 from .genotype import Genotype, load_genotype
 from .losses import LossWeights, fusion_loss
 from .network import FusionNet, architecture
+from .report import evaluate_on_validation
+from .trainer import batch_seed, bundle_path, tensorboard_writer, training_run
 
 ALL_TASKS = ["../shared/data/msrs", "../shared/data/roadscene", "../shared/data/medical/mri_ct",
              "../shared/data/medical/mri_pet", "../shared/data/medical/mri_spect",
@@ -156,64 +155,52 @@ def _trim_log(path: Path, upto: int) -> None:
 
 def run_meta(cfg: MetaConfig, resume: bool = False, command: str = "") -> Path:
     """Meta-train an initialization with checkpoints and resume; export it as a bundle; returns its path."""
-
-    from .adapt import recalibrate_bn
-    from .checkpoint import load_checkpoint, save_atomic
-    from .train import tensorboard_writer
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     names = [task_name(s) for s in cfg.tasks]
     task_weights = [float(w) for w in cfg.task_weights] or [1.0] * len(cfg.tasks)
     if len(task_weights) != len(cfg.tasks):
-        raise ValueError(f"task_weights has {len(task_weights)} entries for {len(cfg.tasks)} tasks; give one per task")
-    tasks = [load_pairs([s], "train", cfg.val_fraction) for s in cfg.tasks]
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, log_path = out / "checkpoint.pt", out / "tasks.jsonl"
-    torch.manual_seed(cfg.seed)
-    net = FusionNet(build_genotype(cfg))
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.outer_lr)
-    counts, start = [0] * len(tasks), 0
-    if resume:
-        state = load_checkpoint(ckpt_path, torch.device("cpu"))
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        counts, start = state["task_counts"], state["step"]
-        _trim_log(log_path, start)
-    elif log_path.exists():
-        log_path.unlink()
-    writer = tensorboard_writer(out, 0)
-    with log_path.open("a") as log, tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="meta",
-                                          dynamic_ncols=True) as bar:
-        for step in bar:
-            idx, losses = outer_step(net, opt, tasks, task_weights, cfg, step)
-            done = step + 1
-            for i, loss in zip(idx, losses):
-                counts[i] += 1
-                writer.add_scalar(f"query_loss/{names[i]}", loss, done)
-            log.write(json.dumps({"step": done, "tasks": [names[i] for i in idx], "query_loss": losses}) + "\n")
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                mean = sum(losses) / len(losses)
-                bar.set_postfix(query_loss=f"{mean:.4f}", tasks="+".join(names[i] for i in idx))
-                writer.add_scalar("meta/query_loss", mean, done)
-                writer.add_scalars("meta/task_counts", dict(zip(names, counts)), done)
-            if done % cfg.ckpt_every == 0 or done == cfg.steps:
-                log.flush()
-                save_atomic({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": done,
-                             "task_counts": counts, "config": asdict(cfg)}, ckpt_path)
-    writer.close()
-    recalibrate_bn(net, tasks, cfg.bn_batches, cfg.batch, cfg.crop, cfg.seed)
-    bundle = Path(cfg.export) if cfg.export else out / "bundle"
-    card = {"task": "fusion initialization (PMI)", "genotype": net.genotype.name,
-            "architecture": architecture(net), "data": list(cfg.tasks),
-            "split": f"name hash, validation fraction {cfg.val_fraction}", "steps": cfg.steps,
-            "method": f"{'first' if cfg.first_order else 'second'}-order MAML, k={cfg.inner_steps} SGD inner "
-                      f"step(s) at alpha={cfg.inner_lr}, Adam outer lr {cfg.outer_lr}, {cfg.meta_batch} tasks/step",
-            "task_counts": dict(zip(names, counts)), "command": command, "config": dump_config(cfg)}
-    save_bundle(bundle, net, card)
-    if cfg.eval_metrics:
-        record_task_validation(bundle, cfg.tasks, cfg.val_fraction, out / "val", cfg.eval_limit)
+        raise ConfigError(f"task_weights has {len(task_weights)} entries for {len(cfg.tasks)} tasks; give one per task")
+    with training_run("meta", cfg.out, cfg.steps, cfg.seed, cfg.threads, resume=resume,
+                      replace_unasked=True) as run:
+        tasks = [load_pairs([s], "train", cfg.val_fraction) for s in cfg.tasks]
+        log_path = run.out / "tasks.jsonl"
+        net = FusionNet(build_genotype(cfg))
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.outer_lr)
+        ckpt = run.checkpoint(model=net, optimizer=opt)
+        start, extra = run.restore(ckpt, torch.device("cpu"), rng=False)  # draws are seeded by step, not by torch's RNG
+        counts = extra.get("task_counts", [0] * len(tasks))
+        if resume:
+            _trim_log(log_path, start)
+        elif log_path.exists():
+            log_path.unlink()
+        writer = tensorboard_writer(run.out, 0)
+        with log_path.open("a") as log:
+            for step in run.loop(start, "meta"):
+                idx, losses = outer_step(net, opt, tasks, task_weights, cfg, step)
+                done = step + 1
+                for i, loss in zip(idx, losses):
+                    counts[i] += 1
+                    writer.add_scalar(f"query_loss/{names[i]}", loss, done)
+                log.write(json.dumps({"step": done, "tasks": [names[i] for i in idx], "query_loss": losses}) + "\n")
+                if run.due(done, cfg.log_every):
+                    mean = sum(losses) / len(losses)
+                    run.bar.set_postfix(query_loss=f"{mean:.4f}", tasks="+".join(names[i] for i in idx))
+                    writer.add_scalar("meta/query_loss", mean, done)
+                    writer.add_scalars("meta/task_counts", dict(zip(names, counts)), done)
+                if run.due(done, cfg.ckpt_every):
+                    log.flush()
+                    ckpt.save(done, asdict(cfg), task_counts=counts)
+        writer.close()
+        recalibrate_bn(net, tasks, cfg.bn_batches, cfg.batch, cfg.crop, cfg.seed)
+        bundle = bundle_path(cfg)
+        card = {"task": "fusion initialization (PMI)", "genotype": net.genotype.name,
+                "architecture": architecture(net), "data": list(cfg.tasks),
+                "split": f"name hash, validation fraction {cfg.val_fraction}", "steps": cfg.steps,
+                "method": f"{'first' if cfg.first_order else 'second'}-order MAML, k={cfg.inner_steps} SGD inner "
+                          f"step(s) at alpha={cfg.inner_lr}, Adam outer lr {cfg.outer_lr}, {cfg.meta_batch} tasks/step",
+                "task_counts": dict(zip(names, counts)), "command": command, "config": dump_config(cfg)}
+        save_bundle(bundle, net, card)
+        if cfg.eval_metrics:
+            record_task_validation(bundle, cfg.tasks, cfg.val_fraction, run.out / "val", cfg.eval_limit)
     return bundle
 
 
@@ -225,8 +212,6 @@ def _mean(values: list) -> float | None:
 
 def record_task_validation(bundle: Path, specs: list[str], val_fraction: float, out: Path, limit: int) -> dict:
     """Validation metrics per task (and their mean over tasks) next to the mean/max baselines, in the card."""
-    from .report import evaluate_on_validation
-
     per_task = {task_name(s): evaluate_on_validation(bundle, [s], val_fraction, out / task_name(s), limit)
                 for s in specs}
     keys = ("model", "baseline_mean", "baseline_max")
@@ -237,42 +222,3 @@ def record_task_validation(bundle: Path, specs: list[str], val_fraction: float, 
                   "per_task": {t: {k: v[k] for k in ("n", *keys)} for t, v in per_task.items()}}
     update_card(bundle, validation=validation)
     return validation
-
-
-def cmd_meta(args: argparse.Namespace) -> int:
-    """`tim meta --config FILE [--resume] [--field value ...]`."""
-    from .config import ConfigError, load_config, parse_overrides
-    from .files import ImageFileError
-    from .genotype import GenotypeError
-
-    try:
-        cfg = load_config(MetaConfig, args.config, parse_overrides(args.overrides))
-        command = " ".join(["tim meta", *(["--config", args.config] if args.config else []), *args.overrides])
-        bundle = run_meta(cfg, resume=args.resume, command=command)
-    except (ConfigError, ImageFileError, GenotypeError, FileNotFoundError, ValueError) as e:
-        print(f"tim meta: {e}", file=sys.stderr)
-        return 2
-    print(f"tim meta: initialization bundle written to {bundle}")
-    return 0
-
-
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    """Register `tim meta` and `tim adapt`."""
-    from .adapt import cmd_adapt
-
-    p = sub.add_parser("meta", help="meta-learn a fusion initialization over several tasks (PMI)",
-                       description="Config fields can be overridden as --field value (e.g. --steps 100).")
-    p.add_argument("--config", help="YAML file mirroring MetaConfig (tim_core/configs/meta_*.yaml)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt at its step")
-    p.set_defaults(func=cmd_meta, takes_overrides=True)
-
-    p = sub.add_parser("adapt", help="adapt an initialization bundle to a new pair set",
-                       description="Fine-tunes with the fusion loss on the pairs' training split; other "
-                                   "AdaptConfig fields can be given as --field value (e.g. --lr 5e-4).")
-    p.add_argument("--init", required=True, help="initialization bundle (e.g. models/tim_meta_init)")
-    p.add_argument("--a", required=True, help="folder of modality A (e.g. MRI)")
-    p.add_argument("--b", required=True, help="folder of modality B (e.g. PET, SPECT, CT), paired by stem")
-    p.add_argument("--steps", type=int, required=True, help="adaptation steps K")
-    p.add_argument("--out", help="bundle to write (default runs/adapt/<data set>/bundle)")
-    p.add_argument("--config", help="YAML file mirroring AdaptConfig")
-    p.set_defaults(func=cmd_adapt, takes_overrides=True)

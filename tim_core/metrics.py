@@ -1,7 +1,7 @@
 """Fusion quality metrics for a triplet (A = infrared, B = visible, F = fused), in two conventions.
 
 ``matlab`` reproduces the MATLAB toolbox behind SeAFusion/PIAFusion-era tables, ``cddfuse`` the Python
-evaluator of CDDFuse/DDFM/EMMA; shared/docs/METRICS.md specifies every quirk reproduced below.
+evaluator of CDDFuse/DDFM/EMMA; ../shared/docs/METRICS.md specifies every quirk reproduced below.
 Arithmetic is float64 on 0..255 data (cddfuse SSIM: float32, as the original), vectorized with
 numpy and OpenCV filters.
 """
@@ -18,7 +18,7 @@ FAST_METRICS = METRIC_NAMES[:-1]  # all but Nabf, which the cddfuse evaluator do
 CONVENTIONS = ("matlab", "cddfuse")
 
 _MIN_SIDE = 32  # VIF's 17-tap 'valid' filter and three halvings leave nothing below this
-# rgb2gray's documented weights, as METRICS.md and the reference images use them (MATLAB's internal
+# rgb2gray's documented weights, as ../shared/docs/METRICS.md and the reference images use them (MATLAB's internal
 # 0.298936/0.587043/0.114021 round differently on ~0.01% of pixels)
 _RGB2GRAY = np.array([0.2989, 0.5870, 0.1140])
 

@@ -181,8 +181,9 @@ class IrToVisWarp:
         if key not in self._tables:
             for role, size, shape in (("infrared", self.ir_size, ir_shape), ("visible", self.vis_size, vis_shape)):
                 if size is not None and tuple(size) != (shape[1], shape[0]):
-                    raise InputError("registration_size", f"{role} image is {shape[1]}x{shape[0]} but the registration "
-                                     f"is for {size[0]}x{size[1]}; register this rig again (tim register)")
+                    raise InputError(f"{role} image is {shape[1]}x{shape[0]} but the registration is for "
+                                     f"{size[0]}x{size[1]}; register this rig again (tim register)",
+                                     "registration_size")
             ys, xs = np.mgrid[0:vis_shape[0], 0:vis_shape[1]].astype(np.float64)
             src = np.linalg.inv(self.homography) @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
             z = np.where(np.abs(src[2]) < 1e-12, 1e-12, src[2])

@@ -18,6 +18,7 @@ import torch
 
 from .ngf import NgfLevel, gray_unit, norm_matrix, refine, shifted, similarity_g
 from .registration import MIN_COVERAGE, MIN_PEAK_Z, MIN_SIMILARITY, Registration, coverage
+from .threads import torch_threads
 
 
 @dataclass
@@ -109,12 +110,8 @@ def estimate(pairs: list[tuple[np.ndarray, np.ndarray]], cfg: SearchConfig | Non
 def register_pairs(pairs: list[tuple[np.ndarray, np.ndarray]], cfg: SearchConfig | None = None) -> Registration:
     """The rig's Registration from its (ir, vis) pairs; converged=False with the reasons when it cannot be trusted."""
     (hi, wi), (hv, wv) = pairs[0][0].shape[:2], pairs[0][1].shape[:2]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # <= 1 MP in many small steps: one thread beats OpenMP's start-up and spinning
-    try:
+    with torch_threads(1):  # <= 1 MP in many small steps: one thread beats OpenMP's start-up and spinning
         result = estimate(pairs, cfg)
-    finally:
-        torch.set_num_threads(threads)
     problems = []
     if not result.peak_z >= MIN_PEAK_Z:
         problems.append(f"no placement stands out in the coarse search (best {result.peak_z:.1f} standard deviations "

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import torch
 
+from .backends import BACKENDS, build_backend
 from .bundle import (  # noqa: F401  (re-exported: the bundle API callers know from runtime)
     CARD,
     DEFAULT_MODEL,
@@ -30,30 +31,30 @@ from .bundle import (  # noqa: F401  (re-exported: the bundle API callers know f
 )
 from .color import NonFiniteError, luma, rgb_to_ycbcr, to_unit, ycbcr_to_rgb
 from .registration import IrToVisWarp
+from .threads import torch_threads
 
 MIN_SIDE = 8  # the network's reflect padding and /4 multi-scale cells need a few pixels per side
 MAX_PIXELS = 4096 * 3072  # per image; larger inputs need several GB (set max_pixels to allow them)
 SIZE_POLICIES = ("reject", "resize_ir", "resize_vis")
-BACKENDS = ("torch", "onnxruntime")
 
 
 def check_size(height: int, width: int, role: str, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS) -> None:
     """InputError 'too_small' / 'too_large' for an image size the network cannot or should not run."""
     if height == 0 or width == 0:
-        raise InputError("empty_image", f"{role} image is empty ({height}x{width})")
+        raise InputError(f"{role} image is empty ({height}x{width})", "empty_image")
     if min(height, width) < min_side:
-        raise InputError("too_small", f"{role} image is {width}x{height}; each side needs at least {min_side} "
-                                      "pixels (min_side)")
+        raise InputError(f"{role} image is {width}x{height}; each side needs at least {min_side} pixels (min_side)",
+                         "too_small")
     if height * width > max_pixels:
-        raise InputError("too_large", f"{role} image is {width}x{height} = {height * width} pixels, more than "
-                                      f"max_pixels={max_pixels}; downscale it or raise max_pixels")
+        raise InputError(f"{role} image is {width}x{height} = {height * width} pixels, more than "
+                         f"max_pixels={max_pixels}; downscale it or raise max_pixels", "too_large")
 
 
 def _check_image(img: np.ndarray, role: str, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS) -> None:
     if not isinstance(img, np.ndarray):
         raise TypeError(f"{role} image must be a numpy array, got {type(img).__name__}")
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
-        raise InputError("bad_shape", f"{role} image must be (H, W) or (H, W, 3), got shape {img.shape}")
+        raise InputError(f"{role} image must be (H, W) or (H, W, 3), got shape {img.shape}", "bad_shape")
     check_size(img.shape[0], img.shape[1], role, min_side, max_pixels)
 
 
@@ -61,13 +62,17 @@ def _unit(img: np.ndarray, role: str, norm: str, value_range: tuple[float, float
     try:
         return to_unit(img, norm, value_range)
     except NonFiniteError as e:
-        raise InputError("non_finite", f"{role} image: {e}") from None
+        raise InputError(f"{role} image: {e}", "non_finite") from None
     except ValueError as e:
-        raise InputError("bad_pixel_type", f"{role} image: {e}") from None
+        raise InputError(f"{role} image: {e}", "bad_pixel_type") from None
 
 
 class Fuser:
-    """Load a bundle once, then fuse (ir, vis) numpy pairs: `Fuser(model)(ir, vis) -> FusionResult`."""
+    """Load a bundle once, then fuse (ir, vis) numpy pairs: `Fuser(model)(ir, vis) -> FusionResult`.
+
+    `threads` (torch CPU threads, and ONNX Runtime's) applies to this Fuser's own calls only: each call sets it
+    and restores the caller's count afterwards (tim_core.threads). None: torch's current count.
+    """
 
     def __init__(
         self,
@@ -93,10 +98,9 @@ class Fuser:
         self.device = pick_device(device)
         if half and self.device.type != "cuda":
             raise ValueError("half=True needs a CUDA device; use half=False on CPU")
-        if backend == "onnxruntime" and (half or self.device.type != "cpu"):
-            raise ValueError("backend 'onnxruntime' runs float32 on CPU; use device 'cpu' or backend 'torch'")
-        if threads:
-            torch.set_num_threads(threads)
+        if backend != "torch" and (half or self.device.type != "cpu"):
+            raise ValueError(f"backend {backend!r} runs float32 on CPU; use device 'cpu' or backend 'torch'")
+        self.threads = threads or None
         self.net, self.card, self.extra = load_bundle(model)
         self.bundle = resolve_bundle(model)
         self.dtype = torch.float16 if half else torch.float32
@@ -104,10 +108,7 @@ class Fuser:
         if self.device.type == "cpu":  # oneDNN convolutions run faster channels-last (docs/performance.md)
             self.net = self.net.to(memory_format=torch.channels_last)
         self.backend = backend
-        if backend == "onnxruntime":
-            from .export import OnnxRuntimeNet
-
-            self.net = OnnxRuntimeNet.for_bundle(self.bundle, threads)
+        self.net = build_backend(backend, self.bundle, self.net, self.threads)  # tim_core.backends
         self.ir_norm, self.ir_range, self.size_mismatch = ir_norm, ir_range, size_mismatch
         self.min_side, self.max_pixels = max(int(min_side), MIN_SIDE), int(max_pixels)
         self.registration: IrToVisWarp | None = None  # IR onto the VIS grid before fusion; set after warm-up
@@ -126,22 +127,29 @@ class Fuser:
         self.registration = registration  # may be replaced between calls (the node's calibrated mode does)
 
     def _prepare(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(IR plane, VIS luma plane, VIS YCbCr or None for a grey VIS): float32 [0, 1], on one pixel grid."""
+        ir_u, vis_u = self._normalise(ir, vis)
+        ycc = rgb_to_ycbcr(vis_u) if vis_u.ndim == 3 else None
+        return self._align(ir_u, vis_u, ycc)
+
+    def _normalise(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         _check_image(ir, "infrared", self.min_side, self.max_pixels)
         _check_image(vis, "visible", self.min_side, self.max_pixels)
         ir_u = _unit(ir, "infrared", self.ir_norm, self.ir_range)
         if ir_u.ndim == 3:
             ir_u = luma(ir_u)
-        vis_u = _unit(vis, "visible", "minmax", self.ir_range)
-        ycc = rgb_to_ycbcr(vis_u) if vis_u.ndim == 3 else None
+        return ir_u, _unit(vis, "visible", "minmax", self.ir_range)
+
+    def _align(self, ir_u: np.ndarray, vis_u: np.ndarray, ycc: np.ndarray | None):
         vis_y = ycc[..., 0] if ycc is not None else vis_u
         if self.registration is not None:  # sizes may differ: the warp puts IR on the VIS grid
             ir_u = self.registration.warp(ir_u, vis_y)
         elif ir_u.shape != vis_y.shape:
             if self.size_mismatch == "reject":
                 raise InputError(
-                    "size_mismatch",
                     f"infrared {ir_u.shape[:2]} and visible {vis_y.shape[:2]} sizes differ; "
                     "register the cameras or set size_mismatch to resize_ir / resize_vis",
+                    "size_mismatch",
                 )
             if self.size_mismatch == "resize_ir":
                 ir_u = cv2.resize(ir_u, vis_y.shape[::-1], interpolation=cv2.INTER_LINEAR)
@@ -154,15 +162,23 @@ class Fuser:
     def fuse_luma(self, ir_u: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
         """Run N_F on two float32 [0, 1] (H, W) planes; returns the fused luma in [0, 1]."""
         to = {"device": self.device, "dtype": self.dtype}
-        with torch.inference_mode():
+        with torch_threads(self.threads), torch.inference_mode():
             a = torch.from_numpy(np.ascontiguousarray(ir_u))[None, None].to(**to)
             b = torch.from_numpy(np.ascontiguousarray(vis_y))[None, None].to(**to)
             y = self.net(a, b).clamp_(0.0, 1.0)
             return y[0, 0].float().cpu().numpy()
 
     def __call__(self, ir: np.ndarray, vis: np.ndarray) -> FusionResult:
+        with torch_threads(self.threads):
+            return self._fuse(ir, vis)
+
+    def _fuse(self, ir: np.ndarray, vis: np.ndarray) -> FusionResult:
         t0 = time.perf_counter()
-        ir_u, vis_y, ycc = self._prepare(ir, vis)
+        ir_u, vis_u = self._normalise(ir, vis)
+        t_normalised = time.perf_counter()
+        ycc = rgb_to_ycbcr(vis_u) if vis_u.ndim == 3 else None
+        t_ycc = time.perf_counter()
+        ir_u, vis_y, ycc = self._align(ir_u, vis_u, ycc)
         t1 = time.perf_counter()
         fused_y = self.fuse_luma(ir_u, vis_y)
         if self.registration is not None:
@@ -177,9 +193,15 @@ class Fuser:
             fused = ycbcr_to_rgb(ycc)
         else:
             fused = fused_y
-        out = (fused * 255.0 + 0.5).astype(np.uint8)
+        t_rgb = time.perf_counter()
+        np.multiply(fused, 255.0, out=fused)  # in place: two fresh 640x512x3 temporaries cost ~5 ms in page faults
+        fused += 0.5
+        out = fused.astype(np.uint8)
         t3 = time.perf_counter()
-        timings = {"prepare": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3, "finish": (t3 - t_tasks) * 1e3}
+        # prepare = normalise + ycbcr (to YCbCr) + align; finish = ycbcr (back to RGB) + to_uint8
+        timings = {"prepare": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3, "finish": (t3 - t_tasks) * 1e3,
+                   "normalise": (t_normalised - t0) * 1e3, "ycbcr": (t_ycc - t_normalised + t_rgb - t_tasks) * 1e3,
+                   "to_uint8": (t3 - t_rgb) * 1e3}
         if self.heads is not None:
             timings["tasks"] = (t_tasks - t2) * 1e3
         return FusionResult(out, mask, detections, timings)

@@ -9,23 +9,21 @@ name-hash split: the evaluation (validation) pairs are never searched on. derive
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from .checkpoint import batch_seed, load_checkpoint, save_atomic
-from .config import dump_config
-from .cost import CostModel, LatencyTable, profile
+from .config import ConfigError, dump_config
+from .cost import CostModel, LatencyTable
 from .data import PairSet, is_validation, load_pairs, sample_batch
 from .genotype import CELL_TYPES, Cell, Genotype
 from .hypergrad import METHODS, hypergradient
 from .losses import LossWeights, fusion_loss
 from .plots import heatmap, line_plot
 from .supernet import DEFAULT_CANDIDATES, SearchSpace, SuperNet
+from .trainer import training_run
 
 
 @dataclass
@@ -133,128 +131,75 @@ def search(cfg: SearchConfig, resume: bool = False, command: str = "",
            data: tuple[PairSet, PairSet] | None = None) -> dict:
     """Run the bilevel search, checkpointing; write the genotype JSON, logs, plots; returns the summary."""
     if cfg.hypergrad not in METHODS:
-        raise ValueError(f"hypergrad {cfg.hypergrad!r} is unknown; valid: {', '.join(METHODS)}")
+        raise ConfigError(f"hypergrad {cfg.hypergrad!r} is unknown; valid: {', '.join(METHODS)}")
     if cfg.crop % 4:
-        raise ValueError(f"crop {cfg.crop} must be a multiple of 4 (the multi-scale cell down-samples twice)")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    space = space_of(cfg)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint.pt"
-    lower_set, upper_set = data or split_for_search(load_pairs(cfg.data, "train", cfg.val_fraction), cfg.upper_fraction)
-    costs = cost_model(cfg, space)
-    fixed = costs.fixed()
+        raise ConfigError(f"crop {cfg.crop} must be a multiple of 4 (the multi-scale cell down-samples twice)")
+    with training_run("search", cfg.out, cfg.steps, cfg.seed, cfg.threads, resume=resume,
+                      replace_unasked=True) as run:
+        space = space_of(cfg)
+        lower_set, upper_set = data or split_for_search(load_pairs(cfg.data, "train", cfg.val_fraction),
+                                                        cfg.upper_fraction)
+        costs = cost_model(cfg, space)
+        fixed = costs.fixed()
 
-    net = SuperNet(space)
-    opt_w = torch.optim.AdamW(net.weights(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    opt_a = torch.optim.Adam(net.arch_parameters(), lr=cfg.alpha_lr, betas=(0.5, 0.999),
-                             weight_decay=cfg.alpha_weight_decay)
-    weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim)
-    start, history, elapsed = 0, [], 0.0
-    if resume:
-        state = load_checkpoint(ckpt_path, torch.device("cpu"))
-        net.load_state_dict(state["model"])
-        opt_w.load_state_dict(state["opt_w"])
-        opt_a.load_state_dict(state["opt_a"])
-        torch.set_rng_state(state["torch_rng"])
-        start, history, elapsed = state["step"], state["history"], state["seconds"]
+        net = SuperNet(space)
+        opt_w = torch.optim.AdamW(net.weights(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt_a = torch.optim.Adam(net.arch_parameters(), lr=cfg.alpha_lr, betas=(0.5, 0.999),
+                                 weight_decay=cfg.alpha_weight_decay)
+        weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim)
+        ckpt = run.checkpoint(model=net, opt_w=opt_w, opt_a=opt_a)
+        start, extra = run.restore(ckpt, torch.device("cpu"))
+        history, elapsed = extra.get("history", []), extra.get("seconds", 0.0)
 
-    def penalty() -> torch.Tensor:
-        return cfg.cost_weight * costs.expected(*net.probabilities()) / fixed
+        def penalty() -> torch.Tensor:
+            return cfg.cost_weight * costs.expected(*net.probabilities()) / fixed
 
-    t0 = time.perf_counter() - elapsed
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"search {cfg.hypergrad}",
-               dynamic_ncols=True)
-    for step in bar:
-        net.train()
-        gen = torch.Generator().manual_seed(batch_seed(cfg.seed, step))
-        a_t, b_t = sample_batch(lower_set, cfg.batch, cfg.crop, gen)
-        a_v, b_v = sample_batch(upper_set, cfg.batch, cfg.crop, gen)
-        loss_low, _ = fusion_loss(net(a_t, b_t), a_t, b_t, weights)
-        opt_w.zero_grad(set_to_none=True)
-        loss_low.backward()
-        opt_w.step()
-        record = {"step": step + 1, "lower": loss_low.item()}
-        if step >= cfg.warmup_steps:
-            upper_terms: dict[str, float] = {}
+        t0 = time.perf_counter() - elapsed
+        for step in run.loop(start, f"search {cfg.hypergrad}"):
+            net.train()
+            gen = run.generator(step)
+            a_t, b_t = sample_batch(lower_set, cfg.batch, cfg.crop, gen)
+            a_v, b_v = sample_batch(upper_set, cfg.batch, cfg.crop, gen)
+            loss_low, _ = fusion_loss(net(a_t, b_t), a_t, b_t, weights)
+            opt_w.zero_grad(set_to_none=True)
+            loss_low.backward()
+            opt_w.step()
+            record = {"step": step + 1, "lower": loss_low.item()}
+            if step >= cfg.warmup_steps:
+                upper_terms: dict[str, float] = {}
 
-            def upper(a=a_v, b=b_v, terms=upper_terms) -> torch.Tensor:
-                loss, _ = fusion_loss(net(a, b), a, b, weights)
-                terms["upper"] = loss.item()
-                return loss + penalty()
+                def upper(a=a_v, b=b_v, terms=upper_terms) -> torch.Tensor:
+                    loss, _ = fusion_loss(net(a, b), a, b, weights)
+                    terms["upper"] = loss.item()
+                    return loss + penalty()
 
-            def lower(a=a_t, b=b_t) -> torch.Tensor:
-                return fusion_loss(net(a, b), a, b, weights)[0]
+                def lower(a=a_t, b=b_t) -> torch.Tensor:
+                    return fusion_loss(net(a, b), a, b, weights)[0]
 
-            grads = hypergradient(cfg.hypergrad, upper, lower, net.weights(), net.arch_parameters(),
-                                  neumann_terms=cfg.neumann_terms, neumann_lr=cfg.neumann_lr)
-            record.update(upper_terms)
-            opt_a.zero_grad(set_to_none=True)
-            for p, g in zip(net.arch_parameters(), grads):
-                p.grad = g
-            opt_a.step()
-            opt_w.zero_grad(set_to_none=True)  # hypergradient() leaves no grads, but never let them leak into theta
-            record["penalty"] = penalty().item()
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            history.append({**record, **_snapshot(net)})
-            bar.set_postfix(loss=f"{record['lower']:.4f}", cost=f"{record.get('penalty', float('nan')):.3f}")
-        if done % cfg.ckpt_every == 0 or done == cfg.steps:
-            save_atomic({"model": net.state_dict(), "opt_w": opt_w.state_dict(), "opt_a": opt_a.state_dict(),
-                         "torch_rng": torch.get_rng_state(), "step": done, "history": history,
-                         "seconds": time.perf_counter() - t0, "config": asdict(cfg)}, ckpt_path)
-            _write_logs(out, history, space)
-    bar.close()
-    genotype = derive(net.alpha_ops.detach(), net.alpha_type.detach(), space, cfg.name)
-    path = Path(cfg.export) if cfg.export else out / "genotype.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(genotype.to_json())
-    summary = {"genotype": genotype.to_dict(), "path": str(path), "hypergrad": cfg.hypergrad, "steps": cfg.steps,
-               "seconds": round(time.perf_counter() - t0, 2), "predicted_cost": round(costs.genotype_cost(genotype), 4),
-               "cost_unit": costs.unit, "command": command, "config": dump_config(cfg)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _write_logs(out, history, space)
+                grads = hypergradient(cfg.hypergrad, upper, lower, net.weights(), net.arch_parameters(),
+                                      neumann_terms=cfg.neumann_terms, neumann_lr=cfg.neumann_lr)
+                record.update(upper_terms)
+                opt_a.zero_grad(set_to_none=True)
+                for p, g in zip(net.arch_parameters(), grads):
+                    p.grad = g
+                opt_a.step()
+                opt_w.zero_grad(set_to_none=True)  # hypergradient() leaves no grads, but never let them leak into theta
+                record["penalty"] = penalty().item()
+            done = step + 1
+            if run.due(done, cfg.log_every):
+                history.append({**record, **_snapshot(net)})
+                run.bar.set_postfix(loss=f"{record['lower']:.4f}", cost=f"{record.get('penalty', float('nan')):.3f}")
+            if run.due(done, cfg.ckpt_every):
+                ckpt.save(done, asdict(cfg), history=history, seconds=time.perf_counter() - t0)
+                _write_logs(run.out, history, space)
+        genotype = derive(net.alpha_ops.detach(), net.alpha_type.detach(), space, cfg.name)
+        path = Path(cfg.export) if cfg.export else run.out / "genotype.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(genotype.to_json())
+        summary = {"genotype": genotype.to_dict(), "path": str(path), "hypergrad": cfg.hypergrad, "steps": cfg.steps,
+                   "seconds": round(time.perf_counter() - t0, 2),
+                   "predicted_cost": round(costs.genotype_cost(genotype), 4), "cost_unit": costs.unit,
+                   "command": command, "config": dump_config(cfg)}
+        (run.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _write_logs(run.out, history, space)
     return summary
-
-
-def cmd_search(args) -> int:
-    """`tim search`: profile the latency table, or search (resumable) and write the genotype JSON."""
-    from .config import ConfigError, load_config, parse_overrides
-    from .files import ImageFileError
-
-    try:
-        overrides = parse_overrides(args.overrides)
-        if args.hypergrad:
-            overrides["hypergrad"] = args.hypergrad
-        cfg = load_config(SearchConfig, args.config, overrides)
-        if args.profile:
-            space = space_of(cfg)
-            bar = tqdm(desc="profiling parts", unit="part")
-            table = profile(list(cfg.profile_widths), space.candidates, space.cell_types, tuple(cfg.cost_size),
-                            cfg.profile_threads, cfg.profile_repeats, lambda key: bar.update())
-            bar.close()
-            print(f"tim search: latency table ({len(table.entries)} parts) written to {table.save(cfg.latency_table)}")
-            return 0
-        command = " ".join(["tim search", *(["--config", args.config] if args.config else []),
-                            *(["--hypergrad", args.hypergrad] if args.hypergrad else []), *args.overrides])
-        summary = search(cfg, resume=args.resume, command=command)
-    except (ConfigError, ImageFileError, FileNotFoundError, ValueError) as e:
-        print(f"tim search: {e}", file=sys.stderr)
-        return 2
-    cells = "; ".join(f"{c['type']}: {' -> '.join(c['ops'])}" for c in summary["genotype"]["cells"])
-    print(f"tim search: {cells} (predicted {summary['predicted_cost']} {summary['cost_unit']}) -> {summary['path']}")
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    """Register `tim search`."""
-    p = subparsers.add_parser("search", help="implicit architecture search of a compact fusion network",
-                              description="Config fields can be overridden as --field value (e.g. --steps 20).")
-    p.add_argument("--config", help="YAML file mirroring SearchConfig (tim_core/configs/search_*.yaml)")
-    p.add_argument("--hypergrad", choices=METHODS, help="hypergradient: ias (default), neumann, darts1")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt at its step")
-    p.add_argument("--profile", action="store_true",
-                   help="measure the latency lookup table (profile_widths at cost_size) into latency_table and exit")
-    p.set_defaults(func=cmd_search, takes_overrides=True)

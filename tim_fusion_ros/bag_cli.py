@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tim_core.commands.common import run_command
+
 from .bag import make_bag
 from .replay import evaluate_replay, replay
 
@@ -53,23 +55,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path, help="folder for images and eval.json / eval.md")
     p.add_argument("--convention", default="matlab", choices=("matlab", "cddfuse"))
     args = parser.parse_args(argv)
+    return run_command(f"tim-bag {args.command}", _run, args, (RuntimeError, ValueError, OSError))
 
-    try:
-        if args.command == "make":
-            n = make_bag(
-                args.ir, args.vis, args.out, args.rate, args.jitter_ms, args.offset_ms, args.ir_encoding, args.loops
-            )
-            print(f"tim-bag make: {n} pairs -> {args.out}")
-        elif args.command == "replay":
-            res = replay(args.bag, args.out, args.namespace, args.rate, args.linger)
-            print(f"tim-bag replay: {res['pairs']} pairs replayed, outputs recorded in {args.out}")
-        else:
-            s = evaluate_replay(args.recorded, args.source, args.out, args.convention)
-            print((args.out / "eval.md").read_text())
-            print(f"dropped by reason: {s['dropped_by_reason']}")
-    except (RuntimeError, ValueError, FileNotFoundError, OSError) as e:
-        print(f"tim-bag {args.command}: {e}", file=sys.stderr)
-        return 2
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "make":
+        n = make_bag(args.ir, args.vis, args.out, args.rate, args.jitter_ms, args.offset_ms, args.ir_encoding,
+                     args.loops)
+        print(f"tim-bag make: {n} pairs -> {args.out}")
+    elif args.command == "replay":
+        res = replay(args.bag, args.out, args.namespace, args.rate, args.linger)
+        print(f"tim-bag replay: {res['pairs']} pairs replayed, outputs recorded in {args.out}")
+    else:
+        s = evaluate_replay(args.recorded, args.source, args.out, args.convention)
+        print((args.out / "eval.md").read_text())
+        print(f"dropped by reason: {s['dropped_by_reason']}")
     return 0
 
 

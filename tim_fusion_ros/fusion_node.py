@@ -239,9 +239,12 @@ class FusionNode(LifecycleNode):
         result = self.fuser(ir, vis)
         t2 = time.perf_counter()
         header = (pair.vis if p.reference_camera == "vis" else pair.ir).header
-        fused_msg = numpy_to_image(result.fused, "rgb8" if result.fused.ndim == 3 else "mono8", header)
+        listened = self.pub_fused.get_subscription_count() > 0  # nobody listening: no encode (a 1 MB copy), no send
+        if listened:
+            fused_msg = numpy_to_image(result.fused, "rgb8" if result.fused.ndim == 3 else "mono8", header)
         t3 = time.perf_counter()
-        self.pub_fused.publish(fused_msg)
+        if listened:
+            self.pub_fused.publish(fused_msg)
         info = self.camera_info.get(p.reference_camera)
         if info is not None and (info.height, info.width) == result.fused.shape[:2]:
             info.header = header
@@ -254,6 +257,7 @@ class FusionNode(LifecycleNode):
             ("decode", (t1 - t0) * 1e3),
             ("fuse", result.timings["model"]),
             ("prepare_finish", result.timings["prepare"] + result.timings["finish"]),
+            *((part, result.timings[part]) for part in ("normalise", "ycbcr", "to_uint8")),  # of prepare_finish
             ("tasks", result.timings.get("tasks", 0.0)),
             ("encode", (t3 - t2) * 1e3),
             ("publish", (t4 - t3) * 1e3),

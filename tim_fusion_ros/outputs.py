@@ -58,9 +58,11 @@ class TaskPublishers:
         dets = [d for d in result.detections if d.score >= score_threshold]
         if self.detect:
             self.pub_det.publish(detection_array(dets, header))
-        if self.segment and result.mask is not None:
-            self.pub_mask.publish(numpy_to_image(result.mask, "mono8", header))
-            self.pub_color.publish(numpy_to_image(colorize(result.mask), "rgb8", header))
+        if self.segment and result.mask is not None:  # images are encoded only for topics someone subscribes to
+            if self.pub_mask.get_subscription_count() > 0:
+                self.pub_mask.publish(numpy_to_image(result.mask, "mono8", header))
+            if self.pub_color.get_subscription_count() > 0:
+                self.pub_color.publish(numpy_to_image(colorize(result.mask), "rgb8", header))
         if pub_debug.get_subscription_count() > 0:  # the overlay is drawn only while someone watches
             img = blend_mask(result.fused, result.mask) if result.mask is not None else result.fused
             pub_debug.publish(numpy_to_image(draw_detections(img, dets), "rgb8", header))

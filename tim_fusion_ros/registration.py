@@ -53,14 +53,14 @@ class NodeRegistration:
         ir, vis = camera_info.get("ir"), camera_info.get("vis")
         if ir is None or vis is None:
             missing = " and ".join(f"{c}/camera_info" for c, m in (("ir", ir), ("vis", vis)) if m is None)
-            raise InputError("no_camera_info", f"registration: calibrated needs {missing}; nothing received yet "
-                                               "(publish the cameras' calibration, or use registration: homography)")
+            raise InputError(f"registration: calibrated needs {missing}; nothing received yet (publish the cameras' "
+                             "calibration, or use registration: homography)", "no_camera_info")
         key = (tuple(ir.k), tuple(vis.k), ir.width, ir.height, vis.width, vis.height)
         if key != self._calibration:
             k_ir, k_vis = np.reshape(ir.k, (3, 3)), np.reshape(vis.k, (3, 3))
             if min(k_ir[0, 0], k_ir[1, 1], k_vis[0, 0], k_vis[1, 1]) <= 0:
-                raise InputError("bad_camera_info", "registration: calibrated needs focal lengths > 0 in the K of "
-                                                    "ir/camera_info and vis/camera_info; calibrate both cameras")
+                raise InputError("registration: calibrated needs focal lengths > 0 in the K of ir/camera_info and "
+                                 "vis/camera_info; calibrate both cameras", "bad_camera_info")
             h = plane_homography(k_ir, k_vis, np.reshape(self.rotation, (3, 3)), self.translation, self.distance_m)
             self._warp = IrToVisWarp(h, (ir.width, ir.height) if ir.width else None,
                                      (vis.width, vis.height) if vis.width else None)

@@ -21,7 +21,7 @@ CONVENTIONS = {
     "cddfuse": "the Python evaluator of CDDFuse/DDFM/EMMA (MI in nats, SSIM the sum over the two sources, "
                "PSNR ~12-20 dB)",
 }
-# metric -> (better, what it rewards), after shared/docs/METRICS.md
+# metric -> (better, what it rewards), after ../shared/docs/METRICS.md
 GUIDE = {
     "EN": ("higher", "information in the fused histogram (entropy); noise raises it too"),
     "SD": ("higher", "global contrast"),

@@ -1,6 +1,6 @@
 """TIM's second-stage visual-enhancement network N_T (237,308 parameters at C = 48) and its training loss.
 
-Wiring of the release (TIM_FACTS.md): two branches, VIS branch on (VIS, I_F) with cells [ECA, spatial
+Wiring of the release (../shared/docs/TIM_FACTS.md): two branches, VIS branch on (VIS, I_F) with cells [ECA, spatial
 attention], IR branch on (IR, I_F) with cells [spatial attention, DilConv 3x3 d2]; each branch is a stem
 [3x3 2->2C, PReLU, 3x3 2C->C, BN, PReLU] and two plain cells, with an auxiliary tanh image head. A mask
 sigmoid(1x1 conv over [max_c, max_c, mean_c] of the VIS features) blends them, m*P + (1-m)*Q, and a
