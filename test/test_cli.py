@@ -135,4 +135,4 @@ def test_every_documented_subcommand_exists(capsys) -> None:
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert set(sub.choices) == {"fuse", "info", "eval", "train", "search", "meta", "adapt", "guide", "bench", "export",
-                                "register"}
+                                "register", "calibrate"}

@@ -17,6 +17,7 @@ from .commands.common import run_command
 COMMANDS = {
     "fuse": "fuse image pairs (files or folders paired by stem)",
     "register": "estimate a camera rig's IR -> VIS homography from image pairs",
+    "calibrate": "stereo-calibrate a camera rig from checkerboard pairs (K, R, t, IR -> VIS homography)",
     "info": "architecture summary of a genotype or bundle",
     "eval": "fusion metrics over IR/VIS/fused folders",
     "search": "implicit architecture search of a compact fusion network",

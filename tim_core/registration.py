@@ -63,10 +63,10 @@ def _size(value, field: str, path: Path) -> tuple[int, int] | None:
 
 
 def load_registration(path: str | Path) -> Registration:
-    """Read a file written by `tim register` (or by hand: only ir_to_vis_homography is required)."""
+    """Read a file written by `tim register` or `tim calibrate` (or by hand: only ir_to_vis_homography is required)."""
     path = Path(path)
     if not path.is_file():
-        raise RegistrationError(f"{path}: no such registration file (make one with `tim register`)")
+        raise RegistrationError(f"{path}: no such registration file (make one with `tim register` or `tim calibrate`)")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
@@ -85,8 +85,8 @@ def registration_yaml(reg: Registration) -> str:
     """The file text of a registration (YAML with comments saying what each field is)."""
     values = ", ".join(f"{v:.9g}" for v in reg.homography.ravel())
     lines = [
-        "# IR-to-VIS registration of one camera rig (written by `tim register`; read by `tim fuse --registration`",
-        "# and by the fusion node's registration_file parameter).",
+        "# IR-to-VIS registration of one camera rig (written by `tim register` or `tim calibrate`; read by",
+        "# `tim fuse --registration` and by the fusion node's registration_file parameter).",
         f"ir_to_vis_homography: [{values}]  # row-major 3x3: IR px (x, y, 1) -> VIS px, pixel centres at integers",
     ]
     if reg.vis_size:
