@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import ROOT, SAMPLES
 
-from tim_core.backends import BACKENDS, BackendError, OpenVinoNet, build_backend, unavailable
+from tim_core.backends import BACKENDS, BackendError, OpenVinoNet, build_backend, choose, unavailable
 from tim_core.export import onnx_file
 from tim_core.files import read_image
 from tim_core.runtime import Fuser, load_bundle
@@ -51,7 +51,7 @@ def test_backend_within_one_grey_level_of_eager(name, pair) -> None:
 
 
 def test_unknown_and_missing_backends_name_the_fix(monkeypatch) -> None:
-    with pytest.raises(ValueError, match="unknown backend 'tensorrt'; valid: torch, onnxruntime, openvino"):
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'; valid: auto, torch, onnxruntime, openvino"):
         Fuser(MODEL, device="cpu", backend="tensorrt", warmup=False)
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     with pytest.raises(BackendError, match=r"needs the openvino package: pip install openvino \(or use backend "
@@ -61,6 +61,22 @@ def test_unknown_and_missing_backends_name_the_fix(monkeypatch) -> None:
     assert "C++ compiler" in unavailable("torch_compile")
     with pytest.raises(BackendError, match="'no-such-compiler\\+\\+' not found; install g\\+\\+ or set CXX"):
         build_backend("torch_compile", MODEL, load_bundle(MODEL)[0])
+
+
+def test_auto_picks_openvino_when_installed_else_torch(monkeypatch, pair) -> None:
+    """`auto` (the node's default): openvino on CPU float32 when it can run here, otherwise eager torch; never
+    openvino for half or CUDA. What it picked is Fuser.backend (the node's /diagnostics `backend`)."""
+    assert choose("auto", "cuda", False) == "torch" and choose("auto", "cpu", True) == "torch"
+    assert choose("onnxruntime") == "onnxruntime"
+    installed = unavailable("openvino") is None
+    assert choose("auto") == ("openvino" if installed else "torch")
+    auto = Fuser(MODEL, device="cpu", backend="auto", threads=1, warmup=False)
+    assert auto.backend == ("openvino" if installed else "torch")
+    eager = Fuser(MODEL, device="cpu", backend="torch", threads=1, warmup=False)
+    diff = np.abs(auto(*pair).fused.astype(int) - eager(*pair).fused.astype(int)).max()
+    assert diff <= 1
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed: a clean fallback, no error
+    assert Fuser(MODEL, device="cpu", backend="auto", warmup=False).backend == "torch"
 
 
 def test_backends_refuse_cuda_and_half_inputs() -> None:

@@ -61,8 +61,10 @@ def test_make_replay_eval_matches_tim_eval(tmp_path, tiny_bundle, monkeypatch) -
         tim_bag(["make", "--ir", str(SAMPLES / "ir"), "--vis", str(SAMPLES / "vis"), "--out", str(bag), "--rate", "1"])
         == 0
     )
-    # threads:=1 like this test process (conftest): the same reduction order, so pixels can be compared exactly
-    node = start_node(tmp_path, "-p", f"model:={tiny_bundle}", "-p", "device:=cpu", "-p", "threads:=1")
+    # threads:=1 like this test process (conftest) and eager torch like `tim fuse` (the node's default `auto` may
+    # pick openvino, within 1 grey level): the same reduction order, so pixels can be compared exactly
+    node = start_node(tmp_path, "-p", f"model:={tiny_bundle}", "-p", "device:=cpu", "-p", "threads:=1",
+                      "-p", "backend:=torch")
     try:
         assert tim_bag(["replay", str(bag), "--out", str(rec), "--linger", "4"]) == 0
     finally:

@@ -73,7 +73,7 @@ def test_fuser_onnxruntime_backend(tiny_bundle, tmp_path, monkeypatch) -> None:
     save_bundle(tiny_bundle, FusionNet(load_bundle(tiny_bundle)[0].genotype), {"task": "fusion"})
     fresh = Fuser(tiny_bundle, device="cpu", backend="onnxruntime")
     assert fresh.net.path.is_relative_to(tmp_path / "cache")
-    with pytest.raises(ValueError, match="valid: torch, onnxruntime"):
+    with pytest.raises(ValueError, match="valid: auto, torch, onnxruntime"):
         Fuser(tiny_bundle, device="cpu", backend="tensorrt")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(BundleError, match="pip install onnxruntime"):

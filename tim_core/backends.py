@@ -127,6 +127,22 @@ BACKENDS: dict[str, Backend] = {
 }
 
 
+AUTO = "auto"
+CHOICES: tuple[str, ...] = (AUTO, *BACKENDS)  # what Fuser, the node's `backend` and `tim bench --backend` accept
+
+
+def choose(name: str, device_type: str = "cpu", half: bool = False) -> str:
+    """The backend `name` stands for: `auto` is the fastest float32 CPU engine installed here (openvino: 1.5-3.2x
+    eager within 1 grey level, docs/performance.md), else eager torch; on CUDA or in half precision, torch."""
+    if name not in CHOICES:
+        raise ValueError(f"unknown backend {name!r}; valid: {', '.join(CHOICES)}")
+    if name != AUTO:
+        return name
+    if device_type == "cpu" and not half and unavailable("openvino") is None:
+        return "openvino"
+    return "torch"
+
+
 def unavailable(name: str) -> str | None:
     """Why backend `name` cannot run here (with the fix), or None when it can; unknown names raise ValueError."""
     if name not in BACKENDS:

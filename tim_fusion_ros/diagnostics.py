@@ -37,10 +37,10 @@ def stalled_sync(no_pair_s: float, limit: float, offset_s: float | None, slop: f
 
 
 def device_values(fuser) -> dict[str, object]:
-    """The device the model runs on and, on CUDA, the memory it holds."""
+    """The device and engine the model runs on (backend auto resolved) and, on CUDA, the memory it holds."""
     if fuser is None:
         return {}
-    values: dict[str, object] = {"device": str(fuser.device)}
+    values: dict[str, object] = {"device": str(fuser.device), "backend": fuser.backend}
     if fuser.device.type == "cuda":
         values["gpu_memory_mb"] = torch.cuda.memory_allocated(fuser.device) / 2**20
     return values

@@ -138,7 +138,7 @@ class FusionNode(LifecycleNode):
         self.worker.start()
         self.active = True
         self.state_name = "active"
-        self.get_logger().info(f"active: {self.fuser.bundle} on {self.fuser.device}")
+        self.get_logger().info(f"active: {self.fuser.bundle} on {self.fuser.device}, backend {self.fuser.backend}")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from tim_core.backends import BACKENDS
+from tim_core.backends import CHOICES as BACKEND_CHOICES
 from tim_core.registration import RegistrationError, check_homography
 
 
@@ -59,7 +59,7 @@ CHOICES = {
     "size_mismatch": ("resize_ir", "resize_vis", "reject"),
     "ir_normalization": ("minmax", "percentile", "fixed"),
     "input_transport": ("raw", "compressed"),
-    "backend": tuple(BACKENDS),
+    "backend": BACKEND_CHOICES,
     "registration": ("none", "homography", "calibrated"),
 }
 LISTS = ("ir_range", "ir_to_vis_homography", "ir_to_vis_rotation", "ir_to_vis_translation")  # double arrays
@@ -77,8 +77,9 @@ DESCRIPTIONS = {
     "device": "auto | cpu | cuda | cuda:N",
     "half": "FP16 inference (CUDA only)",
     "threads": "torch CPU threads (0: torch default)",
-    "backend": "inference engine: torch | onnxruntime | openvino | torch_compile (all but torch: CPU, float32; "
-               "openvino needs pip install openvino; docs/performance.md compares them)",
+    "backend": "inference engine: auto | torch | onnxruntime | openvino | torch_compile (auto: openvino on CPU "
+               "when installed, else torch; all but torch: CPU, float32; openvino needs pip install openvino; "
+               "docs/performance.md compares them)",
     "min_side": "smallest image side accepted, pixels (smaller frames are dropped as too_small before decoding)",
     "max_pixels": "largest image accepted, width*height (larger frames are dropped as too_large before decoding)",
     "sync_slop": "max IR-VIS stamp difference for a pair, seconds",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..backends import CHOICES as BACKEND_CHOICES
 from ..bench import bench_fuser, format_table, materialize
 from ..bundle import BundleError
 from ..genotype import GenotypeError
@@ -28,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime CPU threads (default: all)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default: cpu)")
     p.add_argument("--half", action="store_true", help="FP16 (CUDA only)")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="inference engine")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="torch",
+                   help="inference engine (auto: openvino on CPU when installed, else torch)")
     p.add_argument("--runs", type=int, default=5, help="minimum timed runs per model (default: %(default)s)")
     p.add_argument("--budget", type=float, default=2.0, help="keep timing up to this many seconds per model")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls first (default: %(default)s)")
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             fuser = Fuser(bundle, device=args.device, half=args.half, threads=args.threads, warmup=False,
                           backend=args.backend)
             row = bench_fuser(fuser, h, w, warmup=args.warmup, min_runs=args.runs, budget_s=args.budget)
-            rows.append({"model": label, "backend": args.backend, "device": str(fuser.device), "half": args.half,
+            rows.append({"model": label, "backend": fuser.backend, "device": str(fuser.device), "half": args.half,
                          "threads": fuser.threads or torch.get_num_threads(), "size": f"{h}x{w}", **row})
             del fuser
     for row in rows:
