@@ -29,9 +29,10 @@ sys.path.insert(0, str(ROOT / "test"))  # rosgraph: the node-as-subprocess helpe
 
 from rosgraph import DOMAIN_ID, image_msg, spin_until, start_node, stop_node
 
-from tim_core.backends import BACKENDS
+from tim_core.backends import CHOICES as BACKEND_CHOICES
+from tim_core.backends import choose
 from tim_core.bench import format_table, machine_info, materialize, rss_mb
-from tim_core.files import pair_paths, read_image
+from tim_core.files import pair_paths, read_image, write_text_atomic
 from tim_core.runtime import DEFAULT_MODEL, BundleError, resolve_bundle
 
 STAGES = ("decode", "fuse", "prepare_finish", "normalise", "ycbcr", "to_uint8", "tasks", "encode", "publish",
@@ -121,7 +122,8 @@ def run(model: Path, backend: str, seconds: float, rate: float, size: tuple[int,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help=f"bundle (default: {DEFAULT_MODEL} if shipped, else tim_light random)")
-    parser.add_argument("--backend", choices=tuple(BACKENDS), default="torch")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                        help="the node's backend parameter (default: auto, the node's default)")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=30.0, help="pairs per second")
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 128x160, 10 Hz, 4 s")
@@ -153,12 +155,14 @@ def main(argv: list[str] | None = None) -> int:
           if share is not None else "outside the model: no fuse timings reported")
     print(f"node process: {result['node_cpu_cores']:.2f} CPU cores, RSS {result['node_rss_mb']:.0f} MiB "
           f"(peak {result['node_peak_rss_mb']:.0f} MiB)")
+    picked = choose(args.backend)  # what `auto` resolves to in this environment (the node runs on the CPU here)
     slug = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
-    out = ROOT / "bench" / "results" / ("node_smoke.tmp" if args.smoke else f"node_{slug}_{args.backend}.json")
+    out = ROOT / "bench" / "results" / ("node_smoke.tmp" if args.smoke else f"node_{slug}_{picked}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "fusion node over DDS", "model": label, "backend": args.backend,
-                               "height": size[0], "width": size[1], "rate_hz": rate, "smoke": args.smoke,
-                               "machine": machine_info(), **result}, indent=2) + "\n")
+    write_text_atomic(out, json.dumps({"benchmark": "fusion node over DDS", "model": label, "backend": picked,
+                                       "backend_parameter": args.backend, "height": size[0], "width": size[1],
+                                       "rate_hz": rate, "smoke": args.smoke, "machine": machine_info(), **result},
+                                      indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
     return 0
 
