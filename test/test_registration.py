@@ -175,3 +175,30 @@ def test_node_registration_parameters_are_checked_without_ros() -> None:
         assert text in problems
     assert "deactivate" in refuse_change(p, {"registration": "homography"}, "active")
     assert refuse_change(p, {"registration_distance_m": 4.0}, "inactive") is None
+    assert "registration_refine_every=5 refines a registration" in " ".join(
+        check(dataclasses.replace(p, registration_refine_every=5)))
+
+
+def test_node_online_refinement_takes_improvements_within_its_bound() -> None:
+    import dataclasses
+
+    from tim_fusion_ros.params import FusionParams, load_defaults
+    from tim_fusion_ros.registration import NodeRegistration
+
+    _, vis = _sample("00127D.png")
+    luma = cv2.cvtColor(vis, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+    ir = simulate_ir_camera((255 * (1.0 - cv2.GaussianBlur(luma, (0, 0), 1.0) ** 0.6)).astype(np.uint8), H_KNOWN, SIZE)
+    start = np.array([[1, 0, 4.0], [0, 1, -3.0], [0, 0, 1]]) @ H_KNOWN  # 5 px off
+    p = dataclasses.replace(FusionParams(**load_defaults()), registration="homography",
+                            ir_to_vis_homography=list(start.ravel()), registration_refine_every=2,
+                            registration_refine_budget_ms=300.0, registration_refine_max_px=1.0)
+    bounded = NodeRegistration(p)
+    assert bounded.refine(ir, vis) is None  # every 2nd pair
+    assert bounded.refine(ir, vis) > 0 and bounded.refine_tries == 1 and bounded.refinements == 0
+    assert np.array_equal(bounded.warp({}).homography, start / start[2, 2])  # would move more than 1 px: refused
+    free = NodeRegistration(dataclasses.replace(p, registration_refine_every=1, registration_refine_max_px=20.0))
+    free.refine(ir, vis)
+    assert free.refinements == 1 and corner_error(H_KNOWN, free.warp({}).homography, SIZE) < 2.0
+    values = free.diagnostic_values()
+    assert values["registration_residual"] == 1.0 - values["registration_similarity"]
+    assert values["registration_moved_px"] > 3.0

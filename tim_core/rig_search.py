@@ -11,13 +11,14 @@ to one joint objective: the same two cameras, different scenes, one homography.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .ngf import NgfLevel, gray_unit, norm_matrix, refine, shifted, similarity_g
-from .registration import MIN_COVERAGE, MIN_PEAK_Z, MIN_SIMILARITY, Registration, coverage
+from .registration import MIN_COVERAGE, MIN_PEAK_Z, MIN_SIMILARITY, Registration, corner_error, coverage
 from .threads import torch_threads
 
 
@@ -123,3 +124,47 @@ def register_pairs(pairs: list[tuple[np.ndarray, np.ndarray]], cfg: SearchConfig
         problems.append(f"the IR image would cover {cover:.0%} of the VIS image (needs {MIN_COVERAGE:.0%})")
     return Registration(result.homography, (wv, hv), (wi, hi), 1.0 - result.similarity, "ngf", len(pairs),
                         not problems, "; ".join(problems))
+
+
+@dataclass
+class Refinement:
+    """One bounded local refinement of a homography on one pair (`refine_homography`)."""
+
+    homography: np.ndarray  # the refined H (IR px -> VIS px); the start when nothing improved
+    similarity_before: float  # S of the start on this pair at the refinement level
+    similarity: float  # S of `homography` there
+    steps: int  # L-BFGS steps of `step_iterations` run
+    elapsed_ms: float
+    moved_px: float  # mean displacement of the IR image corners from the start, VIS px
+
+
+def refine_homography(ir: np.ndarray, vis: np.ndarray, homography: np.ndarray, budget_ms: float,
+                      width: int = 320, eta: float = SearchConfig.eta, step_iterations: int = 5) -> Refinement:
+    """Local NGF refinement of H on one pair at one level (VIS `width` px wide), bounded in time.
+
+    L-BFGS runs in steps of `step_iterations` iterations (tim_core.ngf.refine) from H, each continuing from the
+    last (fewer than 4 iterations per step hardly move: the line search needs them); no step starts once the last
+    step's duration would carry it past `budget_ms`, but the first always runs (about 80 ms at 320 px, one CPU
+    core). Online use: the rig's homography nudged by the scene at hand; the caller decides whether to take it."""
+    t0 = time.perf_counter()
+    (hi, wi), (hv, wv) = ir.shape[:2], vis.shape[:2]
+    width = min(width, wv)
+    with torch_threads(1):
+        level = NgfLevel(gray_unit(ir), gray_unit(vis), width, min(wi, max(8, round(width * wi / wv))), eta)
+        g0 = torch.from_numpy(norm_matrix(wi, hi) @ np.linalg.inv(homography) @ np.linalg.inv(norm_matrix(wv, hv)))
+        with torch.no_grad():
+            before = float(level.score(g0))
+        g, similarity, steps = g0, before, 0
+        while True:
+            step_start, previous = time.perf_counter(), similarity
+            g, similarity = refine([level], g, step_iterations)
+            steps += 1
+            now = time.perf_counter()
+            if similarity - previous < 1e-6 or (now - t0) + (now - step_start) > budget_ms * 1e-3:
+                break  # converged, or the next step would overrun the budget
+    h = np.linalg.inv(norm_matrix(wv, hv)) @ np.linalg.inv(g.numpy()) @ norm_matrix(wi, hi)
+    h /= h[2, 2]
+    if not similarity > before:
+        h, similarity = homography, before
+    return Refinement(h, before, similarity, steps, (time.perf_counter() - t0) * 1e3,
+                      corner_error(homography, h, (wi, hi)))

@@ -93,6 +93,8 @@ class FusionDiagnostics:
                 warnings.append(stalled)
                 node.get_logger().warning(stalled, throttle_duration_sec=5.0)
         values.update(device_values(node.fuser))
+        if node.registration is not None:
+            values.update(node.registration.diagnostic_values())
         status.level = DiagnosticStatus.ERROR if errors else DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
         status.message = "; ".join(errors + warnings) if errors or warnings else "fusing"
         status.values = [KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v))

@@ -265,6 +265,9 @@ class FusionNode(LifecycleNode):
         ):
             self.stats.add(stage, ms)
         self.stats.tick("fused_out")
+        refine_ms = self.registration.refine(ir, vis)  # registration_refine_every: after publishing, bounded
+        if refine_ms is not None:
+            self.stats.add("registration_refine", refine_ms)
 
     def diagnostics_callback(self) -> None:
         self.pub_diag.publish(self.diagnostics.report(self))

@@ -51,6 +51,9 @@ class FusionParams:
     ir_to_vis_rotation: list[float]
     ir_to_vis_translation: list[float]
     registration_distance_m: float
+    registration_refine_every: int
+    registration_refine_budget_ms: float
+    registration_refine_max_px: float
 
 
 NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(FusionParams))
@@ -69,6 +72,8 @@ RANGES = {  # name: (low, high), inclusive
     "clock_reset_threshold": (0.01, 86400.0), "input_watchdog": (0.1, 3600.0),
     "score_threshold": (0.0, 1.0), "nms_iou": (0.0, 1.0), "diagnostic_period": (0.05, 60.0),
     "expected_rate_hz": (0.1, 1000.0), "registration_distance_m": (0.0, 1.0e6),
+    "registration_refine_every": (0, 1_000_000), "registration_refine_budget_ms": (1.0, 60000.0),
+    "registration_refine_max_px": (0.0, 10000.0),
 }
 DESCRIPTIONS = {
     "use_sim_time": "stamps from /clock (bag replay)",
@@ -107,6 +112,12 @@ DESCRIPTIONS = {
     "ir_to_vis_translation": "[x, y, z] metres, t of X_vis = R X_ir + t",
     "registration_distance_m": "metres from the IR camera to the scene plane the calibrated homography is exact for "
                                "(0: infinity, H = K_vis R K_ir^-1)",
+    "registration_refine_every": "online refinement: every N-th fused pair, refine the homography on it by NGF and "
+                                 "take it if the similarity improved (0: off); /diagnostics shows registration_*",
+    "registration_refine_budget_ms": "time one refinement may take, ms (after the pair is published; the first "
+                                     "L-BFGS step always runs, ~80 ms on one CPU core)",
+    "registration_refine_max_px": "refinements may move the IR image corners at most this far from the configured "
+                                  "homography, VIS px",
 }
 # When a change takes effect. live: at once, while active. activate: read when the model loads, so it may be
 # set while the node is unconfigured or inactive. configure: read when topics are created, so only while
@@ -114,7 +125,9 @@ DESCRIPTIONS = {
 APPLIES = {
     **dict.fromkeys(("model", "device", "half", "threads", "backend", "min_side", "max_pixels", "size_mismatch",
                      "ir_normalization", "ir_range", "registration", "registration_file", "ir_to_vis_homography",
-                     "ir_to_vis_rotation", "ir_to_vis_translation", "registration_distance_m"), "activate"),
+                     "ir_to_vis_rotation", "ir_to_vis_translation", "registration_distance_m",
+                     "registration_refine_every", "registration_refine_budget_ms", "registration_refine_max_px"),
+                    "activate"),
     **dict.fromkeys(("sync_queue_size", "input_transport"), "configure"),
     **dict.fromkeys(("autostart",), "start"),
     **dict.fromkeys(("use_sim_time", "sync_slop", "sync_watchdog", "clock_reset_threshold", "reference_camera",
@@ -173,6 +186,9 @@ def registration_problems(p: FusionParams) -> list[str]:
     if p.registration != "none" and p.reference_camera != "vis":
         problems.append(f"registration={p.registration!r} puts the fused image on the VIS grid: set reference_camera "
                         "to vis")
+    if p.registration == "none" and p.registration_refine_every:
+        problems.append(f"registration_refine_every={p.registration_refine_every} refines a registration: set "
+                        "registration to homography or calibrated, or registration_refine_every to 0")
     try:
         check_homography(p.ir_to_vis_homography)
     except RegistrationError as e:
