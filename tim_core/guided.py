@@ -8,6 +8,8 @@ Couplings (TIM leaves this open; ../shared/docs/TIM_FACTS.md):
                objective ell_F + lam * ell_T on batch 2, where the task term reaches N_F through the
                hypergradient of tim_core.hypergrad (ias | neumann | darts1). The fusion loss keeps I_F a fusion.
 Batches come from generators seeded by (seed, step, rank): a resumed run repeats the uninterrupted one.
+Augmentation (scale, mosaic, per-camera jitter: tim_core.tasks.augment) is off by default; with it on, a frozen
+fusion network fuses each batch instead of a cached fused image when the cameras are jittered.
 Gradients are taken with autograd.grad and averaged over ranks, so torchrun DDP needs no model wrapper.
 """
 
@@ -22,15 +24,19 @@ import torch.distributed as dist
 
 from .bundle import load_bundle, save_bundle
 from .config import dump_config
+from .files import write_text_atomic
 from .genotype import load_genotype
 from .hypergrad import hypergradient
 from .losses import LossWeights, fusion_loss
 from .network import FusionNet
 from .report import evaluate_on_validation
 from .tasks import TASKS, build_task_net
+from .tasks.augment import Augment, sample_augmented_batch
 from .tasks.data import load_task_data, sample_task_batch
+from .tasks.detection_report import PR_JSON, PR_SVG, detection_eval_card, write_pr_curves
 from .tasks.heads import head_card, head_tensors, load_heads
 from .tasks.training import evaluate_task, task_loss
+from .train import averaged_copy
 from .trainer import bundle_path, tensorboard_writer, training_run, warmup_cosine
 
 COUPLINGS = ("frozen", "alternating", "bilevel")
@@ -54,6 +60,11 @@ class GuideConfig:
     height: int = 240  # task input size: images (and boxes) are resized to it; MSRS 640x480 -> half
     width: int = 320
     crop: int = 128  # random training crops of the task-size images (0: whole images)
+    scale_min: float = 1.0  # random zoom of each training image, boxes follow (0.5-1.5: multi-scale; 1: off)
+    scale_max: float = 1.0
+    mosaic: float = 0.0  # probability that a training sample is a 2x2 mosaic of four training images
+    jitter: float = 0.0  # per-camera brightness/contrast/gamma strength, IR and VIS drawn apart (0: off; 0.3)
+    min_box: float = 2.0  # augmented boxes under this many pixels on a side after clipping are dropped
     val_fraction: float = 0.2  # name-hash validation split, never trained on
     out: str = "runs/guide"
     export: str = ""  # final bundle (default OUT/bundle); input ir|vis runs export none
@@ -63,6 +74,7 @@ class GuideConfig:
     fusion_lr: float = 2e-4  # fusion network: small, it starts from a trained fusion
     weight_decay: float = 1e-4
     warmup_steps: int = 50
+    ema: float = 0.0  # task network weight EMA decay (e.g. 0.999): validation and export use the average; 0: off
     head_width: int = 24  # channels of the light task encoders (enhancement: 48 is TIM's)
     dice: float = 0.0  # segmentation: weight of the Dice term next to cross-entropy
     w_intensity: float = 1.0
@@ -79,7 +91,12 @@ class GuideConfig:
     eval_fusion: bool = False  # fusion metrics of the final N_F on the validation split, into the card
     eval_limit: int = 0
 
-    BOUNDS = {"crop": (0, 8192, False)}  # 0: whole images
+    BOUNDS = {"crop": (0, 8192, False), "scale_min": (0.0, 8.0, True), "scale_max": (0.0, 8.0, True),
+              "mosaic": (0.0, 1.0, False), "jitter": (0.0, 2.0, False), "min_box": (0.0, 1000.0, False)}
+
+    def augment(self) -> Augment:
+        """The training augmentation these fields describe."""
+        return Augment((self.scale_min, self.scale_max), self.mosaic, self.jitter, self.min_box)
 
 
 def _check(cfg: GuideConfig) -> None:
@@ -93,6 +110,9 @@ def _check(cfg: GuideConfig) -> None:
             raise ValueError(f"{name} {value!r} is unknown; valid: {', '.join(valid)}")
     if cfg.input != "fused" and cfg.coupling != "frozen":
         raise ValueError(f"input {cfg.input!r} has no fusion network to guide; use coupling frozen")
+    if cfg.scale_min > cfg.scale_max:
+        raise ValueError(f"scale_min {cfg.scale_min} is above scale_max {cfg.scale_max}; give scale_min <= scale_max "
+                         "(both 1.0: no zoom)")
 
 
 def build_nets(cfg: GuideConfig, num_classes: int) -> tuple[FusionNet | None, torch.nn.Module]:
@@ -150,8 +170,16 @@ def guide(cfg: GuideConfig, resume: bool = False, command: str = "") -> dict:
         weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim)
         if fusion is not None:
             fusion = fusion.to(device)
-        if not trains_fusion:  # the task input never changes: compute it once
+        aug = cfg.augment()
+        if fusion is not None and not trains_fusion:
+            fusion.eval()
+        if not trains_fusion and aug.jitter == 0:  # the task input never changes: compute it once
             train_set.fused = _cached_input(cfg, fusion, train_set, device)
+
+        def sample(gen: torch.Generator) -> dict:
+            if aug.active:
+                return sample_augmented_batch(train_set, cfg.batch, cfg.crop, aug, gen)
+            return sample_task_batch(train_set, cfg.batch, cfg.crop, gen)
 
         opt_t = torch.optim.AdamW(task_net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched_t = warmup_cosine(opt_t, cfg.steps, cfg.warmup_steps)
@@ -161,9 +189,10 @@ def guide(cfg: GuideConfig, resume: bool = False, command: str = "") -> dict:
             else None
         )
         sched_f = warmup_cosine(opt_f, cfg.steps, cfg.warmup_steps) if opt_f else None
+        ema = averaged_copy(task_net) if cfg.ema > 0 else None
         ckpt = run.checkpoint(task=task_net, opt_task=opt_t, sched_task=sched_t, fusion=fusion if opt_f else None,
-                              opt_fusion=opt_f, sched_fusion=sched_f)
-        start, _ = run.restore(ckpt, device)
+                              opt_fusion=opt_f, sched_fusion=sched_f, ema_task=ema)
+        start, _ = run.restore(ckpt, device, fallbacks={"ema_task": "task"})  # EMA switched on later: from N_T
 
         writer = tensorboard_writer(run.out, run.rank)
         t_params = list(task_net.parameters())
@@ -171,8 +200,8 @@ def guide(cfg: GuideConfig, resume: bool = False, command: str = "") -> dict:
         t_last = time.perf_counter()
         for step in run.loop(start, f"guide {cfg.task}/{cfg.coupling}"):
             gen = run.generator(step)
-            batch = sample_task_batch(train_set, cfg.batch, cfg.crop, gen)
-            if trains_fusion:
+            batch = sample(gen)
+            if fusion is not None and batch["fused"] is None:  # N_F trains, or a frozen N_F on jittered cameras
                 ir, vis = batch["ir"].to(device), batch["vis"].to(device)
                 with torch.no_grad():
                     fused = fusion(ir, vis).clamp(0, 1)
@@ -182,13 +211,15 @@ def guide(cfg: GuideConfig, resume: bool = False, command: str = "") -> dict:
             _apply(t_params, torch.autograd.grad(loss_t, t_params), run.world)
             opt_t.step()
             sched_t.step()
+            if ema is not None:
+                _ema_update(ema, task_net, cfg.ema)
             if trains_fusion:
                 f_terms = _fusion_step(
                     cfg,
                     fusion,
                     task_net,
                     batch,
-                    sample_task_batch(train_set, cfg.batch, cfg.crop, gen) if cfg.coupling == "bilevel" else None,
+                    sample(gen) if cfg.coupling == "bilevel" else None,
                     f_params,
                     t_params,
                     weights,
@@ -208,14 +239,14 @@ def guide(cfg: GuideConfig, resume: bool = False, command: str = "") -> dict:
                     writer.add_scalar(f"train/{k}", v, done)
                 writer.add_scalar("train/lr_task", sched_t.get_last_lr()[0], done)
             if run.rank == 0 and cfg.val_every and done % cfg.val_every == 0 and done != cfg.steps:
-                for k, v in _validate(cfg, fusion, task_net, val_set, device).items():
-                    if isinstance(v, float):
-                        writer.add_scalar(f"val/{k}", v, done)
+                metrics = _validate(cfg, fusion, ema if ema is not None else task_net, val_set, device)
+                _log_validation(writer, metrics, done, run.out / "val_task" / f"step_{done:07d}")
             if run.rank == 0 and run.due(done, cfg.ckpt_every):
                 ckpt.save(done, asdict(cfg))
         result: dict = {}
         if run.rank == 0:
-            result = _finish(cfg, fusion, task_net, val_set, classes, device, command, run.out, writer)
+            final = ema if ema is not None else task_net
+            result = _finish(cfg, fusion, final, val_set, classes, device, command, run.out, writer)
         run.barrier()
     return result
 
@@ -259,6 +290,25 @@ def _fusion_step(cfg, fusion, task_net, batch, upper_batch, f_params, t_params, 
     return {"hypergrad_norm": float(torch.sqrt(sum((g.detach() ** 2).sum() for g in grads)))}
 
 
+def _ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for p_e, p in zip(ema.parameters(), net.parameters()):
+            p_e.lerp_(p, 1.0 - decay)
+        for b_e, b_n in zip(ema.buffers(), net.buffers()):
+            b_e.copy_(b_n)  # BN statistics: the live network's
+
+
+def _log_validation(writer, metrics: dict, step: int, folder) -> None:
+    """Scalars to TensorBoard (per-class AP as val/ap50_CLASS); detection also writes its PR curves to folder."""
+    for k, v in metrics.items():
+        if isinstance(v, float):
+            writer.add_scalar(f"val/{k}", v, step)
+    if "pr_curve" in metrics:
+        for name, v in metrics["per_class_ap50"].items():
+            writer.add_scalar(f"val/ap50_{name}", v, step)
+        write_pr_curves(metrics, folder, f"step {step}")
+
+
 def _validate(cfg, fusion, task_net, val_set, device) -> dict:
     def input_fn(ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         if fusion is None:
@@ -278,10 +328,9 @@ def _validate(cfg, fusion, task_net, val_set, device) -> dict:
 
 def _finish(cfg, fusion, task_net, val_set, classes, device, command, out, writer) -> dict:
     metrics = _validate(cfg, fusion, task_net, val_set, device)
-    for k, v in metrics.items():
-        if isinstance(v, float):
-            writer.add_scalar(f"val/{k}", v, cfg.steps)
+    _log_validation(writer, metrics, cfg.steps, out / "val_task" / "final")
     writer.close()
+    curves = metrics.pop("pr_curve", None)
     task_val = {
         "split": f"name hash, validation fraction {cfg.val_fraction}",
         "n": len(val_set),
@@ -304,9 +353,14 @@ def _finish(cfg, fusion, task_net, val_set, classes, device, command, out, write
             "config": dump_config(cfg),
             "task_validation": task_val,
         }
+        if curves is not None:
+            card["detection_eval"] = detection_eval_card({**metrics, "pr_curve": curves}, PR_JSON)
         save_bundle(bundle, fusion.cpu(), card, head_tensors(cfg.task, task_net.cpu()))
+        if curves is not None:  # beside the card: the curves travel with the bundle
+            for name in (PR_JSON, PR_SVG):
+                write_text_atomic(bundle / name, (out / "val_task" / "final" / name).read_text())
         result["bundle"] = str(bundle)
         if cfg.eval_fusion and not cfg.synthetic:
             result["fusion"] = evaluate_on_validation(bundle, cfg.data, cfg.val_fraction, out / "val", cfg.eval_limit)
-    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out / "metrics.json", json.dumps(result, indent=2) + "\n")
     return result

@@ -1,8 +1,8 @@
 """Box annotations in and out: YOLO txt and Pascal VOC xml readers, COCO results, COCO-style mAP.
 
 Boxes are numpy (n, 4) float32 (x1, y1, x2, y2) in pixels, classes (n,) int64 indices into a class list.
-mAP@0.5 and mAP@0.5:0.95 come from faster-coco-eval (the COCO protocol: 101-point interpolated AP,
-averaged over the classes that have ground truth).
+mAP@0.5, mAP@0.5:0.95, per-class AP and precision-recall curves come from faster-coco-eval (the COCO protocol:
+101-point interpolated AP, averaged over the classes that have ground truth).
 """
 
 from __future__ import annotations
@@ -82,8 +82,23 @@ def coco_map(
     num_classes: int,
 ) -> dict[str, float]:
     """{'map50', 'map'} (mAP@0.5, mAP@0.5:0.95) of per-image predictions (boxes, scores, classes) vs truths."""
+    full = coco_evaluation(ground_truth, predictions, [str(c) for c in range(num_classes)])
+    return {"map50": full["map50"], "map": full["map"]}
+
+
+def coco_evaluation(
+    ground_truth: list[tuple[np.ndarray, np.ndarray]],
+    predictions: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    classes: list[str],
+) -> dict:
+    """mAP@0.5 ('map50'), mAP@0.5:0.95 ('map'), per-class AP at both ('per_class_ap50', 'per_class_ap': NaN for a
+    class without ground truth) and per-class precision-recall curves at IoU 0.5 ('pr_curve': COCO's 101 recall
+    points, the interpolated precision and the score threshold that reaches each point; precision 0 and score
+    None past the highest recall reached)."""
     from faster_coco_eval import COCO, COCOeval_faster
 
+    nan = float("nan")
+    empty = {c: nan for c in classes}
     images, annotations, results = [], [], []
     for i, ((g_boxes, g_cls), (p_boxes, p_scores, p_cls)) in enumerate(zip(ground_truth, predictions)):
         images.append({"id": i})
@@ -102,14 +117,16 @@ def coco_map(
         for r in coco_results(i, p_boxes, p_scores, p_cls):
             results.append({**r, "category_id": r["category_id"] + 1})  # COCO ids start at 1
     if not annotations:
-        return {"map50": float("nan"), "map": float("nan")}
+        return {"map50": nan, "map": nan, "per_class_ap50": empty, "per_class_ap": empty, "pr_curve": {}}
+    present = {int(a["category_id"]) - 1 for a in annotations}
     if not results:
-        return {"map50": 0.0, "map": 0.0}
+        zero = {c: (0.0 if k in present else nan) for k, c in enumerate(classes)}
+        return {"map50": 0.0, "map": 0.0, "per_class_ap50": zero, "per_class_ap": zero, "pr_curve": {}}
     gt = COCO()
     gt.dataset = {
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)],
+        "categories": [{"id": k + 1, "name": c} for k, c in enumerate(classes)],
     }
     gt.createIndex()
     with contextlib.redirect_stdout(io.StringIO()):  # the summary table is printed, we return the numbers
@@ -117,4 +134,21 @@ def coco_map(
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return {"map50": float(max(ev.stats[1], 0.0)), "map": float(max(ev.stats[0], 0.0))}
+    # precision / scores: (IoU thresholds, 101 recall points, classes, area ranges, max detections); -1 = no truth
+    precision, scores = ev.eval["precision"][:, :, :, 0, -1], ev.eval["scores"][:, :, :, 0, -1]
+    recall = [round(float(r), 2) for r in ev.params.recThrs]
+    per50, per, curves = {}, {}, {}
+    for k, name in enumerate(classes):
+        if k not in present:
+            per50[name] = per[name] = nan
+            continue
+        per50[name] = float(precision[0, :, k].mean())
+        per[name] = float(precision[:, :, k].mean())
+        reached = precision[0, :, k] > 0
+        curves[name] = {
+            "recall": recall,
+            "precision": [round(float(p), 5) for p in precision[0, :, k]],
+            "score": [round(float(s), 5) if ok else None for s, ok in zip(scores[0, :, k], reached)],
+        }
+    return {"map50": float(max(ev.stats[1], 0.0)), "map": float(max(ev.stats[0], 0.0)),
+            "per_class_ap50": per50, "per_class_ap": per, "pr_curve": curves}

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..losses import LossWeights
-from .boxes import coco_map
+from .boxes import coco_evaluation
 from .data import TaskData
 from .detection import decode, detection_loss, encode_targets
 from .enhancement import enhancement_loss
@@ -32,7 +32,8 @@ def task_loss(task: str, net: nn.Module, x: torch.Tensor, batch: dict, dice: flo
 @torch.no_grad()
 def evaluate_task(task: str, net: nn.Module, data: TaskData, input_fn: Callable, device: torch.device,
                   batch: int = 8, weights: LossWeights | None = None) -> dict:
-    """Validation metrics on whole images: detection mAP@0.5 / 0.5:0.95, segmentation mIoU, enhancement loss."""
+    """Validation metrics on whole images: detection mAP@0.5 / 0.5:0.95 with per-class AP and PR curves
+    (`boxes.coco_evaluation`), segmentation mIoU, enhancement loss."""
     was_training = net.training
     net.eval()
     preds, conf, losses = [], None, []
@@ -50,7 +51,7 @@ def evaluate_task(task: str, net: nn.Module, data: TaskData, input_fn: Callable,
             losses.append(enhancement_loss(net(ir, vis, x), ir, vis, weights)[0].item() * len(ir))
     net.train(was_training)
     if task == "detection":
-        return coco_map(list(zip(data.boxes, data.labels)), preds, net.num_classes)
+        return coco_evaluation(list(zip(data.boxes, data.labels)), preds, data.classes)
     if task == "segmentation":
         return miou(conf)
     return {"loss": float(np.sum(losses) / len(data))}
