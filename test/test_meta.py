@@ -1,4 +1,5 @@
-"""PMI: the meta-gradient against finite differences, no leakage into omega, balanced tasks, `tim meta`/`tim adapt`."""
+"""PMI: the meta-gradient against finite differences for every inner rule, no leakage into omega, balanced tasks,
+functional Adam against torch.optim.Adam, Meta-SGD's rates through `tim meta` and `tim adapt`."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.func import functional_call
 
-from tim_core.adapt import pair_spec
+from tim_core.adapt import AdaptConfig, fine_tune, pair_spec, resolve_rule
 from tim_core.cli import main
+from tim_core.data import load_pairs
 from tim_core.files import write_image
-from tim_core.losses import LossWeights
+from tim_core.inner import AdamState, LearnedRates, adam_step
+from tim_core.losses import LossWeights, fusion_loss
 from tim_core.meta import _mean, inner_adapt, meta_gradient, task_schedule
 from tim_core.runtime import load_bundle
 
@@ -40,44 +44,101 @@ def toy():
     return model, episode
 
 
-def post_adaptation_loss(model: nn.Module, omega: dict, episode, steps: int = 1, alpha: float = ALPHA) -> float:
+def post_adaptation_loss(model: nn.Module, omega: dict, episode, steps: int = 1, alpha: float = ALPHA,
+                         optimizer: str = "sgd", rates: dict | None = None) -> float:
     """F(omega) = query loss after `steps` inner steps from omega (what the meta step minimises)."""
-    from torch.func import functional_call
-
-    from tim_core.losses import fusion_loss
-
     sa, sb, qa, qb, _ = episode
     start = {n: p.detach().clone().requires_grad_() for n, p in omega.items()}
-    theta = inner_adapt(model, start, sa, sb, LossWeights(), alpha, steps, create_graph=False)
+    theta = inner_adapt(model, start, sa, sb, LossWeights(), alpha, steps, create_graph=False, optimizer=optimizer,
+                        rates=rates)
     with torch.no_grad():
         return fusion_loss(functional_call(model, theta, (qa, qb)), qa, qb)[0].item()
 
 
-def outer_grad(model: nn.Module, episode, first_order: bool, steps: int = 1, alpha: float = ALPHA) -> dict:
+def outer_grad(model: nn.Module, episode, first_order: bool, steps: int = 1, alpha: float = ALPHA,
+               optimizer: str = "sgd", rates: dict | None = None) -> dict:
     model.zero_grad(set_to_none=True)
-    meta_gradient(model, [episode], LossWeights(), alpha, steps, first_order)
+    meta_gradient(model, [episode], LossWeights(), alpha, steps, first_order, optimizer, rates)
     return {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
 def directional_fd(
-    model: nn.Module, episode, d: dict, eps: float = 1e-5, steps: int = 1, alpha: float = ALPHA
+    model: nn.Module, episode, d: dict, eps: float = 1e-5, steps: int = 1, alpha: float = ALPHA,
+    optimizer: str = "sgd", rates: dict | None = None,
 ) -> float:
     omega = {n: p.detach() for n, p in model.named_parameters()}
-    plus = post_adaptation_loss(model, {n: omega[n] + eps * d[n] for n in omega}, episode, steps, alpha)
-    minus = post_adaptation_loss(model, {n: omega[n] - eps * d[n] for n in omega}, episode, steps, alpha)
+    plus = post_adaptation_loss(model, {n: omega[n] + eps * d[n] for n in omega}, episode, steps, alpha, optimizer,
+                                rates)
+    minus = post_adaptation_loss(model, {n: omega[n] - eps * d[n] for n in omega}, episode, steps, alpha, optimizer,
+                                 rates)
     return (plus - minus) / (2 * eps)
+
+
+def toy_rates(model: nn.Module, seed: int = 5) -> dict:
+    """Meta-SGD rates around ALPHA, different per element (float64 leaves, like the model)."""
+    g = torch.Generator().manual_seed(seed)
+    return {n: (ALPHA * (0.5 + torch.rand(p.shape, generator=g, dtype=p.dtype))).requires_grad_()
+            for n, p in model.named_parameters()}
 
 
 def dot(x: dict, y: dict) -> float:
     return sum((x[n] * y[n]).sum().item() for n in x)
 
 
+@pytest.mark.parametrize("optimizer,alpha", [("sgd", ALPHA), ("adam", 1e-3), ("metasgd", 0.0)])
 @pytest.mark.parametrize("steps", [1, 2])
-def test_second_order_matches_finite_differences(toy, steps) -> None:
+def test_second_order_matches_finite_differences(toy, steps, optimizer, alpha) -> None:
     model, episode = toy
-    g = outer_grad(model, episode, first_order=False, steps=steps)
+    rates = toy_rates(model) if optimizer == "metasgd" else None
+    g = outer_grad(model, episode, False, steps, alpha, optimizer, rates)
     d = {n: torch.randn(v.shape, generator=torch.Generator().manual_seed(3), dtype=v.dtype) for n, v in g.items()}
-    assert dot(g, d) == pytest.approx(directional_fd(model, episode, d, steps=steps), rel=1e-5, abs=1e-9)
+    fd = directional_fd(model, episode, d, steps=steps, alpha=alpha, optimizer=optimizer, rates=rates)
+    assert dot(g, d) == pytest.approx(fd, rel=1e-5, abs=1e-9)
+
+
+@pytest.mark.parametrize("first_order", [True, False])
+@pytest.mark.parametrize("optimizer", ["adam", "metasgd"])
+def test_adam_and_metasgd_meta_gradients_are_finite(toy, optimizer, first_order) -> None:
+    model, episode = toy
+    rates = toy_rates(model) if optimizer == "metasgd" else None
+    g = outer_grad(model, episode, first_order, 3, 1e-3, optimizer, rates)
+    assert all(torch.isfinite(v).all() and v.abs().sum() > 0 for v in g.values())
+    if rates is not None:  # the rates get a meta-gradient in both orders (k = 3: the orders differ)
+        assert all(r.grad is not None and torch.isfinite(r.grad).all() for r in rates.values())
+        assert sum(r.grad.abs().sum().item() for r in rates.values()) > 0
+
+
+def test_metasgd_rates_move_with_the_outer_step(toy) -> None:
+    model, episode = toy
+    rates = LearnedRates(model.named_parameters(), ALPHA)
+    before = rates.state_dict()
+    opt = torch.optim.Adam([*model.parameters(), *rates.parameters()], lr=1e-3)
+    meta_gradient(model, [episode], LossWeights(), 0.0, 1, True, "metasgd", rates.rates)
+    opt.step()
+    assert all(not torch.equal(before[n], r) for n, r in rates.rates.items())
+    assert all(torch.equal(t, rates.state_dict()[k[len("inner_lr."):]]) for k, t in rates.bundle_tensors().items())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_functional_adam_equals_torch_adam(toy, dtype) -> None:
+    model, episode = toy
+    model = model.to(dtype)
+    sa, sb = (t.to(dtype) for t in episode[:2])
+    reference = Toy().to(dtype)
+    reference.load_state_dict(model.state_dict())
+    opt = torch.optim.Adam(reference.parameters(), lr=1e-3)  # what `tim adapt` builds (defaults betas, eps)
+    params, state = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}, AdamState()
+    for _ in range(5):
+        loss = fusion_loss(functional_call(model, params, (sa, sb)), sa, sb)[0]
+        grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+        params, state = adam_step(params, grads, state, 1e-3)
+        params = {n: p.detach().requires_grad_() for n, p in params.items()}
+        opt.zero_grad()
+        fusion_loss(reference(sa, sb), sa, sb)[0].backward()
+        opt.step()
+    for n, p in reference.named_parameters():
+        assert torch.allclose(params[n], p.detach(), rtol=0, atol=1e-6), n
+    assert any(not torch.equal(params[n], w) for n, w in model.named_parameters())
 
 
 def test_first_order_step_reduces_post_adaptation_loss(toy) -> None:
@@ -203,6 +264,67 @@ def test_tim_meta_resumes_exactly_and_tim_adapt_validates(two_tasks, capsys) -> 
     assert (
         main(["adapt", "--init", str(out), "--a", str(two_tasks / "nope"), "--b", str(two_tasks), "--steps", "1"]) == 2
     )
+
+
+def adapt_args(two_tasks, init, out, *extra) -> list[str]:
+    return ["adapt", "--init", str(init), "--a", str(two_tasks / "med" / "a"), "--b", str(two_tasks / "med" / "b"),
+            "--steps", "3", "--out", str(out), "--work", str(two_tasks / "work"), "--batch", "2", "--crop", "24",
+            "--threads", "1", "--eval_metrics", "false", *extra]
+
+
+def test_metasgd_rates_round_trip_through_the_bundle_into_tim_adapt(two_tasks, capsys) -> None:
+    cfg = str(two_tasks / "meta.yaml")
+    init = two_tasks / "msgd" / "bundle"
+    assert main(["meta", "--config", cfg, "--steps", "2", "--out", str(two_tasks / "msgd"), "--inner_optimizer",
+                 "metasgd", "--inner_lr", "0.01", "--first_order", "false"]) == 0
+    net, card, extra = load_bundle(init)
+    assert card["adaptation"]["optimizer"] == "metasgd" and "Meta-SGD" in card["method"]
+    assert sorted(extra) == sorted(f"inner_lr.{n}" for n, _ in net.named_parameters())
+    assert any(not torch.allclose(r, torch.full_like(r, 0.01)) for r in extra.values())  # learned, not the start
+
+    out = two_tasks / "adapted_msgd"
+    assert main(adapt_args(two_tasks, init, out)) == 0
+    adapted, card, kept = load_bundle(out)
+    assert card["adapted_with"]["optimizer"] == "metasgd" and "meta-trained for" in card["adapted_with"]["why"]
+    assert card["lineage"][-1].endswith("--optimizer metasgd") and len(card["lineage"]) == 2 and not kept
+    # the same three steps by hand, with the bundle's rates: tim adapt used them
+    data = load_pairs([f"{two_tasks / 'med'}:a,b"], "train", 0.2)
+    rates = {n: extra[f"inner_lr.{n}"] for n, _ in net.named_parameters()}
+    fine_tune(net, data, 3, 2, 24, 0.0, 0, optimizer="metasgd", rates=rates)
+    for (n, p), q in zip(net.named_parameters(), adapted.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), n
+
+    assert main(adapt_args(two_tasks, init, two_tasks / "a2", "--optimizer", "adam")) == 0  # overridable
+    assert load_bundle(two_tasks / "a2")[1]["adapted_with"] == {"optimizer": "adam", "lr": 1e-3,
+                                                                 "rule": "adam at lr 0.001", "why": "--optimizer"}
+    assert main(adapt_args(two_tasks, init, two_tasks / "a3", "--lr", "0.01")) == 2
+    assert "lr: metasgd adapts with the initialization's learned per-parameter rates" in capsys.readouterr().err
+
+
+def test_adam_initialization_adapts_with_adam_at_its_lr(two_tasks, capsys) -> None:
+    cfg = str(two_tasks / "meta.yaml")
+    assert main(["meta", "--config", cfg, "--steps", "1", "--out", str(two_tasks / "adam"), "--inner_optimizer",
+                 "adam", "--inner_lr", "0.002"]) == 0
+    card = load_bundle(two_tasks / "adam" / "bundle")[1]
+    assert card["adaptation"] == {"optimizer": "adam", "inner_steps": 1, "order": "first", "lr": 0.002,
+                                  "betas": [0.9, 0.999], "eps": 1e-8}
+    assert main(adapt_args(two_tasks, two_tasks / "adam" / "bundle", two_tasks / "ad")) == 0
+    card = load_bundle(two_tasks / "ad")[1]
+    assert card["adapted_with"]["optimizer"] == "adam" and card["adapted_with"]["lr"] == 0.002
+    assert card["lineage"][-1].endswith("--optimizer adam --lr 0.002")
+    assert main(adapt_args(two_tasks, two_tasks / "adam" / "bundle", two_tasks / "x", "--optimizer", "metasgd")) == 2
+    assert "metasgd needs an initialization meta-trained with inner_optimizer metasgd" in capsys.readouterr().err
+    assert main(["meta", "--config", cfg, "--steps", "1", "--inner_optimizer", "adamw"]) == 2
+    assert "inner_optimizer: 'adamw' is not one of sgd, adam, metasgd" in capsys.readouterr().err
+
+
+def test_older_initializations_still_adapt_with_adam_at_1e_3() -> None:
+    net, card, extra = load_bundle("tim_meta_init")  # shipped before cards recorded an adaptation rule
+    rule = resolve_rule(AdaptConfig(), net, card, extra, "tim_meta_init")
+    assert (rule.optimizer, rule.lr, rule.rates) == ("adam", 1e-3, None) and "records no adaptation rule" in rule.why
+    sgd_card = {**card, "adaptation": {"optimizer": "sgd", "lr": 0.05}}  # meta-trained with SGD: Adam, not SGD 0.05
+    assert resolve_rule(AdaptConfig(), net, sgd_card, extra, "x").optimizer == "adam"
+    assert resolve_rule(AdaptConfig(optimizer="sgd"), net, sgd_card, extra, "x").lr == 0.05
 
 
 def test_pair_spec_names_the_common_root(tmp_path) -> None:

@@ -1,6 +1,7 @@
 """Model bundles on disk: finding, validating, loading and atomically writing them; device choice; result types.
 
-A bundle is a folder: `model.safetensors` (weights, keys prefixed by part, e.g. `fusion.`), `genotype.json`
+A bundle is a folder: `model.safetensors` (weights, keys prefixed by part, e.g. `fusion.`, and `inner_lr.` for the
+learned rates of a Meta-SGD initialization, whose card's `adaptation.optimizer` is metasgd), `genotype.json`
 and `card.json` (what the model is, how it was made, what it measured). Loading is strict: a missing,
 unexpected or mis-shaped key, a weight that is not a finite float, weights trained for another genotype, JSON of
 the wrong shape or size, or card fields outside their bounds are errors naming the file, the field and the fix.
@@ -28,6 +29,7 @@ from safetensors.torch import save_file
 
 from .files import write_text_atomic
 from .genotype import Genotype, GenotypeError
+from .inner import RATES_PREFIX
 from .network import FusionNet
 
 WEIGHTS, GENOTYPE, CARD = "model.safetensors", "genotype.json", "card.json"
@@ -239,8 +241,12 @@ def load_bundle(model: str | Path) -> tuple[FusionNet, dict, dict[str, torch.Ten
             )
     extra = {k: v for k, v in tensors.items() if not k.startswith("fusion.")}
     listed = card.get("heads", [])
+    rates = isinstance(card.get("adaptation"), dict) and card["adaptation"].get("optimizer") == "metasgd"
     for key in extra:
-        if key.split(".", 1)[0] not in listed:
+        group = key.split(".", 1)[0]
+        if group == RATES_PREFIX and rates:
+            continue  # Meta-SGD's learned inner rates: `tim adapt` checks them against the parameters
+        if group not in listed:
             raise BundleError(f"{path / WEIGHTS}: unexpected tensor {key!r}: it belongs to no head in card['heads'] "
                               f"= {listed}; remove it or list its head")
     net.load_state_dict(fusion, strict=False)  # strictness checked above, integer buffers (BN counters) excluded

@@ -43,7 +43,8 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
 
 INF = float("inf")
 # Ranges by field name, shared by every config dataclass: (low, high, low_exclusive). A dataclass may narrow
-# or widen them with a class attribute BOUNDS of the same form.
+# or widen them with a class attribute BOUNDS of the same form; a class attribute CHOICES {field: valid values}
+# restricts string fields.
 RANGES: dict[str, tuple[float, float, bool]] = {
     "steps": (1, 10_000_000, False), "batch": (1, 4096, False), "crop": (8, 8192, False),
     "ckpt_every": (1, INF, False), "log_every": (1, INF, False), "val_every": (0, INF, False),
@@ -76,6 +77,9 @@ def check_ranges(cfg: Any, source: str = "config") -> None:
             if (value <= low if exclusive else value < low) or value > high:
                 low_txt = f"({low}" if exclusive else f"[{low}"
                 problems.append(f"{f.name}: {value!r} is outside {low_txt}, {high}]")
+    for name, valid in getattr(type(cfg), "CHOICES", {}).items():
+        if getattr(cfg, name) not in valid:
+            problems.append(f"{name}: {getattr(cfg, name)!r} is not one of {', '.join(map(str, valid))}")
     device = getattr(cfg, "device", "auto")
     if isinstance(device, str) and device not in ("auto", "cpu", "cuda") and not (
             device.startswith("cuda:") and device[5:].isdigit()):

@@ -1,8 +1,9 @@
 """Pretext meta-initialization (PMI, `tim meta`): MAML over several fusion tasks with `functional_call`.
 
 ../shared/docs/TIM_FACTS.md, part 3: on pretext task i the inner loop takes k steps θ_i ← θ_i − α ∇ℓ_F(θ_i; support_i)
-from θ_i = ω (k = 1 in the paper); the outer loop minimises Σ_i w_i ℓ_F(θ_i(ω); query_i) over ω with Adam,
-and the result ω* initializes θ_F for a new kind of fusion. A task is a paired data set with the same
+from θ_i = ω (k = 1 in the paper; `inner_optimizer` swaps the SGD step for Adam or Meta-SGD, tim_core/inner.py,
+so that ω is trained for the adaptation `tim adapt` runs); the outer loop minimises Σ_i w_i ℓ_F(θ_i(ω); query_i)
+over ω with Adam, and the result ω* initializes θ_F for a new kind of fusion. A task is a paired data set with the same
 unsupervised fusion loss (colour sources fuse in luma). First order drops the Hessian terms (the outer
 gradient is ∇ℓ_F at θ_i); second order differentiates through the inner steps. With k = 0 the same loop
 is joint multi-task training, the control of the experiment in bench/meta_experiment.py.
@@ -27,6 +28,16 @@ from .bundle import save_bundle, update_card
 from .config import ConfigError, dump_config
 from .data import PairSet, load_pairs, sample_batch
 from .genotype import Genotype, load_genotype
+from .inner import (
+    ADAM_BETAS,
+    ADAM_EPS,
+    DEFAULT_INNER_LR,
+    INNER_OPTIMIZERS,
+    RATES_PREFIX,
+    AdamState,
+    LearnedRates,
+    inner_step,
+)
 from .losses import LossWeights, fusion_loss
 from .network import FusionNet, architecture
 from .report import evaluate_on_validation
@@ -49,7 +60,8 @@ class MetaConfig:
     steps: int = 400  # outer steps
     meta_batch: int = 2  # tasks per outer step
     inner_steps: int = 1  # k; 1 as in TIM, 0 turns the loop into joint multi-task training
-    inner_lr: float = 0.05  # alpha of the inner SGD steps
+    inner_optimizer: str = "sgd"  # sgd (MAML, TIM), adam (what `tim adapt` runs) or metasgd (learned rates)
+    inner_lr: float = 0.0  # 0: the rule's default: sgd alpha 0.05, adam 1e-3 (`tim adapt`'s), metasgd start rate 0.05
     first_order: bool = True  # second order costs ~2-3x per step on CPU
     outer_lr: float = 2e-3  # Adam on omega
     batch: int = 4  # support and query batch size, each
@@ -64,6 +76,25 @@ class MetaConfig:
     threads: int = 0  # torch CPU threads (0: torch's default)
     eval_metrics: bool = True  # validation metrics per task in the card
     eval_limit: int = 8  # validation pairs per task for those metrics (0: all)
+
+    BOUNDS = {"inner_lr": (0.0, 10.0, False)}  # 0 is allowed: the inner rule's default
+    CHOICES = {"inner_optimizer": INNER_OPTIMIZERS}
+
+
+def inner_lr_of(cfg: MetaConfig) -> float:
+    """The inner step size: cfg.inner_lr, or the inner optimizer's default when it is 0."""
+    return cfg.inner_lr or DEFAULT_INNER_LR[cfg.inner_optimizer]
+
+
+def adaptation_rule(cfg: MetaConfig) -> dict:
+    """What the initialization is trained for, as the card's `adaptation` field that `tim adapt` follows."""
+    rule = {"optimizer": cfg.inner_optimizer, "inner_steps": cfg.inner_steps,
+            "order": "first" if cfg.first_order else "second"}
+    if cfg.inner_optimizer == "metasgd":
+        return {**rule, "rates": f"{RATES_PREFIX}.<parameter>", "initial_lr": inner_lr_of(cfg)}
+    if cfg.inner_optimizer == "adam":
+        return {**rule, "lr": inner_lr_of(cfg), "betas": list(ADAM_BETAS), "eps": ADAM_EPS}
+    return {**rule, "lr": inner_lr_of(cfg)}
 
 
 def task_name(spec: str) -> str:
@@ -90,13 +121,20 @@ def task_schedule(n_tasks: int, meta_batch: int, step: int, seed: int) -> list[i
 
 
 def inner_adapt(model: torch.nn.Module, params: dict[str, torch.Tensor], a: torch.Tensor, b: torch.Tensor,
-                weights: LossWeights, lr: float, steps: int, create_graph: bool) -> dict[str, torch.Tensor]:
-    """k functional SGD steps on a support batch; `params` is never modified (new tensors are returned)."""
+                weights: LossWeights, lr: float, steps: int, create_graph: bool, optimizer: str = "sgd",
+                rates: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """k functional inner steps (sgd, adam or metasgd) on a support batch; `params` is never modified.
+
+    First order (create_graph False) treats the support gradients as constants: θ keeps no history to ω,
+    but Meta-SGD's θ = ω − Σ_j lr ⊙ g_j stays a function of the rates, which is how they learn.
+    """
+    state = AdamState()
     for _ in range(steps):
         loss, _ = fusion_loss(functional_call(model, params, (a, b)), a, b, weights)
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph, allow_unused=True)
-        params = {n: p if g is None else p - lr * g for (n, p), g in zip(params.items(), grads)}
-        if not create_graph:  # first order: the next step starts from plain leaves, no history to omega
+        params, state = inner_step(params, {n: g for n, g in zip(params, grads) if g is not None}, optimizer, lr,
+                                   rates, state)
+        if not create_graph and optimizer != "metasgd":  # first order: plain leaves, no history to omega
             params = {n: p.detach().requires_grad_() for n, p in params.items()}
     return params
 
@@ -105,18 +143,22 @@ Episode = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]  
 
 
 def meta_gradient(model: torch.nn.Module, episodes: list[Episode], weights: LossWeights, inner_lr: float,
-                  inner_steps: int, first_order: bool) -> list[float]:
-    """Add the outer gradient of mean_i w_i ℓ_F(θ_i(ω); query_i) to ω.grad; returns the query losses."""
+                  inner_steps: int, first_order: bool, optimizer: str = "sgd",
+                  rates: dict[str, torch.Tensor] | None = None) -> list[float]:
+    """Add the outer gradient of mean_i w_i ℓ_F(θ_i(ω); query_i) to ω.grad (and Meta-SGD's rates' .grad);
+    returns the query losses."""
     omega = dict(model.named_parameters())
+    learned = list(rates.values()) if rates is not None else []
     losses = []
     for sa, sb, qa, qb, w in episodes:
         start = {n: p.detach().requires_grad_() for n, p in omega.items()} if first_order else omega
-        theta = inner_adapt(model, start, sa, sb, weights, inner_lr, inner_steps, create_graph=not first_order)
+        theta = inner_adapt(model, start, sa, sb, weights, inner_lr, inner_steps, create_graph=not first_order,
+                            optimizer=optimizer, rates=rates)
         q_loss, _ = fusion_loss(functional_call(model, theta, (qa, qb)), qa, qb, weights)
         scale = w / len(episodes)
         if first_order:
-            grads = torch.autograd.grad(q_loss, list(theta.values()), allow_unused=True)
-            for p, g in zip(omega.values(), grads):
+            grads = torch.autograd.grad(q_loss, list(theta.values()) + learned, allow_unused=True)
+            for p, g in zip(list(omega.values()) + learned, grads):
                 if g is not None:
                     p.grad = scale * g if p.grad is None else p.grad + scale * g
         else:
@@ -126,8 +168,9 @@ def meta_gradient(model: torch.nn.Module, episodes: list[Episode], weights: Loss
 
 
 def outer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, tasks: list[PairSet], task_weights: list[float],
-               cfg: MetaConfig, step: int) -> tuple[list[int], list[float]]:
-    """One outer update of ω: balanced task draw, support/query batches seeded by (seed, step), Adam step."""
+               cfg: MetaConfig, step: int, rates: LearnedRates | None = None) -> tuple[list[int], list[float]]:
+    """One outer update of ω (and Meta-SGD's rates, which `opt` must hold too): balanced task draw,
+    support/query batches seeded by (seed, step), Adam step."""
     model.train()
     idx = task_schedule(len(tasks), cfg.meta_batch, step, cfg.seed)
     gen = torch.Generator().manual_seed(batch_seed(cfg.seed, step))
@@ -137,9 +180,19 @@ def outer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, tasks: list[P
         episodes.append((*support, *sample_batch(tasks[i], cfg.batch, cfg.crop, gen), task_weights[i]))
     opt.zero_grad(set_to_none=True)
     weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim)
-    losses = meta_gradient(model, episodes, weights, cfg.inner_lr, cfg.inner_steps, cfg.first_order)
+    if cfg.inner_optimizer == "metasgd" and rates is None:
+        raise ValueError("inner_optimizer metasgd: outer_step needs the LearnedRates (see meta_optimizer)")
+    losses = meta_gradient(model, episodes, weights, inner_lr_of(cfg), cfg.inner_steps, cfg.first_order,
+                           cfg.inner_optimizer, rates.rates if rates is not None else None)
     opt.step()
     return idx, losses
+
+
+def meta_optimizer(net: FusionNet, cfg: MetaConfig) -> tuple[torch.optim.Optimizer, LearnedRates | None]:
+    """The outer Adam over ω, and over Meta-SGD's rates (started at the inner lr) when the rule is metasgd."""
+    rates = LearnedRates(net.named_parameters(), inner_lr_of(cfg)) if cfg.inner_optimizer == "metasgd" else None
+    learned = rates.parameters() if rates is not None else []
+    return torch.optim.Adam([*net.parameters(), *learned], lr=cfg.outer_lr), rates
 
 
 def passes_per_step(cfg: MetaConfig) -> int:
@@ -164,8 +217,8 @@ def run_meta(cfg: MetaConfig, resume: bool = False, command: str = "") -> Path:
         tasks = [load_pairs([s], "train", cfg.val_fraction) for s in cfg.tasks]
         log_path = run.out / "tasks.jsonl"
         net = FusionNet(build_genotype(cfg))
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.outer_lr)
-        ckpt = run.checkpoint(model=net, optimizer=opt)
+        opt, rates = meta_optimizer(net, cfg)
+        ckpt = run.checkpoint(model=net, optimizer=opt, inner_lr=rates)
         start, extra = run.restore(ckpt, torch.device("cpu"), rng=False)  # draws are seeded by step, not by torch's RNG
         counts = extra.get("task_counts", [0] * len(tasks))
         if resume:
@@ -175,7 +228,7 @@ def run_meta(cfg: MetaConfig, resume: bool = False, command: str = "") -> Path:
         writer = tensorboard_writer(run.out, 0)
         with log_path.open("a") as log:
             for step in run.loop(start, "meta"):
-                idx, losses = outer_step(net, opt, tasks, task_weights, cfg, step)
+                idx, losses = outer_step(net, opt, tasks, task_weights, cfg, step, rates)
                 done = step + 1
                 for i, loss in zip(idx, losses):
                     counts[i] += 1
@@ -195,13 +248,24 @@ def run_meta(cfg: MetaConfig, resume: bool = False, command: str = "") -> Path:
         card = {"task": "fusion initialization (PMI)", "genotype": net.genotype.name,
                 "architecture": architecture(net), "data": list(cfg.tasks),
                 "split": f"name hash, validation fraction {cfg.val_fraction}", "steps": cfg.steps,
-                "method": f"{'first' if cfg.first_order else 'second'}-order MAML, k={cfg.inner_steps} SGD inner "
-                          f"step(s) at alpha={cfg.inner_lr}, Adam outer lr {cfg.outer_lr}, {cfg.meta_batch} tasks/step",
-                "task_counts": dict(zip(names, counts)), "command": command, "config": dump_config(cfg)}
-        save_bundle(bundle, net, card)
+                "method": f"{'first' if cfg.first_order else 'second'}-order MAML, k={cfg.inner_steps} inner "
+                          f"step(s) of {inner_rule_text(cfg)}, Adam outer lr {cfg.outer_lr}, "
+                          f"{cfg.meta_batch} tasks/step",
+                "adaptation": adaptation_rule(cfg), "task_counts": dict(zip(names, counts)), "command": command,
+                "lineage": [command], "config": dump_config(cfg)}
+        save_bundle(bundle, net, card, rates.bundle_tensors() if rates is not None else None)
         if cfg.eval_metrics:
             record_task_validation(bundle, cfg.tasks, cfg.val_fraction, run.out / "val", cfg.eval_limit)
     return bundle
+
+
+def inner_rule_text(cfg: MetaConfig) -> str:
+    """The inner rule in words, for cards and logs."""
+    if cfg.inner_optimizer == "metasgd":
+        return f"Meta-SGD (learned per-parameter rates, started at {inner_lr_of(cfg)})"
+    if cfg.inner_optimizer == "adam":
+        return f"Adam (lr {inner_lr_of(cfg)}, betas {ADAM_BETAS}, eps {ADAM_EPS})"
+    return f"SGD at alpha={inner_lr_of(cfg)}"
 
 
 def _mean(values: list) -> float | None:
