@@ -3,7 +3,9 @@ functional Adam against torch.optim.Adam, Meta-SGD's rates through `tim meta` an
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -325,6 +327,46 @@ def test_older_initializations_still_adapt_with_adam_at_1e_3() -> None:
     sgd_card = {**card, "adaptation": {"optimizer": "sgd", "lr": 0.05}}  # meta-trained with SGD: Adam, not SGD 0.05
     assert resolve_rule(AdaptConfig(), net, sgd_card, extra, "x").optimizer == "adam"
     assert resolve_rule(AdaptConfig(optimizer="sgd"), net, sgd_card, extra, "x").lr == 0.05
+
+
+def load_experiment():
+    path = Path(__file__).resolve().parents[1] / "bench" / "meta_experiment.py"
+    spec = importlib.util.spec_from_file_location("meta_experiment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_meta_experiment_resumes_without_recomputing_finished_cells(two_tasks, monkeypatch, capsys) -> None:
+    experiment = load_experiment()
+    out = two_tasks / "study.json"
+    argv = ["--config", str(two_tasks / "meta.yaml"), "--held-out", "med", "--irvis", "irvis", "--seeds", "0",
+            "--passes", "4", "--k", "0", "1", "--val-crop", "16", "--val-crops", "1", "--eval-images", "1",
+            "--set", "crop=24", "batch=2", "bn_batches=1", "--inner-optimizer", "metasgd", "--out", str(out)]
+    assert experiment.main(argv) == 0
+    done = json.loads(out.read_text())
+    cell = done["cells"]["med/seed0"]
+    assert sorted(cell["curves"]) == sorted(experiment.METHODS) and list(cell["curves"]["meta"]) == ["0", "1"]
+    assert "learned per-parameter rates" in cell["adapted_with"]["meta"]
+    assert cell["adapted_with"]["joint"] == "adam at lr 0.001"
+
+    del cell["curves"]["meta"]  # as if the sitting had been stopped before the last cell
+    out.write_text(json.dumps(done))
+    calls = []
+    real_curve = experiment.adaptation_curve
+    monkeypatch.setattr(experiment, "pretrain", lambda *a: calls.append("pretrain"))
+    monkeypatch.setattr(experiment, "adaptation_curve", lambda *a: calls.append("adapt") or real_curve(*a))
+    assert experiment.main([*argv, "--resume"]) == 0
+    assert calls == ["adapt"]  # only the unfinished cell, its pretraining read back from OUT_inits
+    again = json.loads(out.read_text())
+    assert again["cells"]["med/seed0"]["curves"]["joint"] == done["cells"]["med/seed0"]["curves"]["joint"]
+    assert len(again["sittings"]) == 2 and again["sittings"][1]["cells_run"] == 1
+
+    assert experiment.main([*argv, "--resume"]) == 0 and calls == ["adapt"]  # all finished: nothing recomputed
+    with pytest.raises(SystemExit, match="--resume continues it"):
+        experiment.main(argv)
+    with pytest.raises(SystemExit, match=r"other settings \(passes\)"):
+        experiment.main([*argv, "--resume", "--passes", "8"])
 
 
 def test_pair_spec_names_the_common_root(tmp_path) -> None:
