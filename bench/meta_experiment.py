@@ -154,8 +154,8 @@ def run_method(method: str, held: str, seed: int, cfg: MetaConfig, sets: dict[st
     others = [n for n in sets if n != held]
     irvis = [n for n in others if n in args.irvis]
     seeded = dataclasses.replace(cfg, seed=seed)
-    recipes = {"joint": (others, dataclasses.replace(seeded, inner_steps=0)),
-               "irvis_only": (irvis, dataclasses.replace(seeded, inner_steps=0)), "meta": (others, seeded)}
+    plain = dataclasses.replace(seeded, inner_steps=0, inner_optimizer="sgd")  # k = 0: the inner rule plays no part
+    recipes = {"joint": (others, plain), "irvis_only": (irvis, plain), "meta": (others, seeded)}
     card: dict = {}
     t = time.process_time()
     note = ""
