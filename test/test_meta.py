@@ -303,6 +303,17 @@ def test_metasgd_rates_round_trip_through_the_bundle_into_tim_adapt(two_tasks, c
     assert "lr: metasgd adapts with the initialization's learned per-parameter rates" in capsys.readouterr().err
 
 
+def test_metasgd_meta_training_resumes_exactly_with_its_rates(two_tasks) -> None:
+    cfg = str(two_tasks / "meta.yaml")
+    rule = ["--inner_optimizer", "metasgd", "--ckpt_every", "2"]
+    assert main(["meta", "--config", cfg, "--steps", "4", "--out", str(two_tasks / "full"), *rule]) == 0
+    assert main(["meta", "--config", cfg, "--steps", "2", "--out", str(two_tasks / "part"), *rule]) == 0
+    assert main(["meta", "--config", cfg, "--steps", "4", "--out", str(two_tasks / "part"), "--resume", *rule]) == 0
+    _, _, full = load_bundle(two_tasks / "full" / "bundle")
+    _, _, part = load_bundle(two_tasks / "part" / "bundle")
+    assert sorted(full) == sorted(part) and all(torch.equal(full[k], part[k]) for k in full)
+
+
 def test_adam_initialization_adapts_with_adam_at_its_lr(two_tasks, capsys) -> None:
     cfg = str(two_tasks / "meta.yaml")
     assert main(["meta", "--config", cfg, "--steps", "1", "--out", str(two_tasks / "adam"), "--inner_optimizer",
