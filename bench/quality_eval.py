@@ -2,6 +2,7 @@
 and the RoadScene50 benchmark (cddfuse convention) next to CDDFuse's published row.
 
     python bench/quality_eval.py models/tim_ivif_base runs/base_v2/bundle [--limit N] [--threads 1]
+    python bench/quality_eval.py --tables base_v1 base_v4 compact_v3    # the report's tables from the saved JSON
 
 Writes bench/results/quality/<label>.json per bundle (label = bundle folder name, or --labels) and prints Markdown
 tables. Pixel-wise mean and max baselines are scored on the same pairs with the same code. The validation pairs
@@ -127,15 +128,46 @@ def table(rows: dict[str, dict], names: list[str], fmt: str = "{:.3f}") -> str:
     return "\n".join(lines)
 
 
+def tables_from_results(results: Path, labels: list[str]) -> int:
+    """Markdown tables (validation: MSRS, RoadScene, all; RoadScene50 with CDDFuse) of already scored labels."""
+    base = json.loads((results / "baselines.json").read_text())
+    rows = {s: {f"{k} (pixel-wise)": base[k]["validation_matlab"][s] for k in ("mean", "max")}
+            for s in ("msrs", "roadscene", "all")}
+    rs50 = {k: dict(zip(CDDFUSE, v)) for k, v in PUBLISHED.items()}
+    for label in labels:
+        path = results / f"{label}.json"
+        if not path.is_file():
+            print(f"quality_eval: {path} is missing; score it first: python bench/quality_eval.py BUNDLE --labels "
+                  f"{label}", file=sys.stderr)
+            return 2
+        res = json.loads(path.read_text())
+        for s in rows:
+            rows[s][label] = res["validation_matlab"][s]
+        rs50[label] = res["roadscene50_cddfuse"]
+        print(f"{label}: ahead of CDDFuse on {len(res['ahead_of_cddfuse'])}/8 ({', '.join(res['ahead_of_cddfuse'])})")
+    for s, title in (("all", "Validation, all 102 pairs"), ("msrs", "Validation, MSRS (55)"),
+                     ("roadscene", "Validation, RoadScene (47)")):
+        print(f"\n{title}, matlab convention\n")
+        print(table(rows[s], MATLAB))
+    print("\nRoadScene50, cddfuse convention\n")
+    print(table(rs50, CDDFUSE, "{:.2f}"))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("bundles", nargs="+")
+    p.add_argument("bundles", nargs="*")
+    p.add_argument("--tables", nargs="+", metavar="LABEL", help="print the tables of scored labels, score nothing")
     p.add_argument("--labels", nargs="*", help="one label per bundle (default: folder names)")
     p.add_argument("--cache", type=Path, default=ROOT / "out" / "quality_sources")
     p.add_argument("--fused", type=Path, default=ROOT / "out" / "quality_fused")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "quality")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
+    if args.tables:
+        return tables_from_results(args.results, args.tables)
+    if not args.bundles:
+        p.error("give bundles to score, or --tables LABEL ... to print scored ones")
     torch.set_num_threads(args.threads)
     labels = args.labels or [Path(b).name for b in args.bundles]
     sets = sources(args.cache)
