@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from .data import TaskData
+from .data import TaskData, add_sample, stack_batch
 
 MIN_VISIBLE = 0.25  # a box cut to less than a quarter of its area no longer shows the object
 FILL = 0.5  # grey border of shrunken images: mid-range for both cameras
@@ -122,18 +122,5 @@ def sample_augmented_batch(data: TaskData, batch: int, crop: int, aug: Augment, 
             boxes = np.stack([cw - boxes[:, 2], boxes[:, 1], cw - boxes[:, 0], boxes[:, 3]], 1).astype(np.float32)
         if aug.jitter > 0:
             planes[0], planes[1] = (_jitter(p, aug.jitter, generator) for p in planes[:2])
-        planes = [np.ascontiguousarray(p) for p in planes]
-        out["ir"].append(torch.from_numpy(planes[0]))
-        out["vis"].append(torch.from_numpy(planes[1]))
-        if data.masks is not None:
-            out["mask"].append(torch.from_numpy(planes[2]).long())
-        if data.fused is not None:
-            out["fused"].append(torch.from_numpy(planes[-1]))
-        if data.boxes:
-            out["boxes"].append(boxes.reshape(-1, 4))
-            out["classes"].append(classes)
-    out["ir"] = torch.stack(out["ir"])[:, None]
-    out["vis"] = torch.stack(out["vis"])[:, None]
-    out["mask"] = torch.stack(out["mask"]) if out["mask"] else None
-    out["fused"] = torch.stack(out["fused"])[:, None] if out["fused"] else None
-    return out
+        add_sample(out, data, [np.ascontiguousarray(p) for p in planes], boxes, classes)
+    return stack_batch(out)

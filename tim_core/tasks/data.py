@@ -129,12 +129,7 @@ def sample_task_batch(
         sl = (slice(y, y + ch), slice(x, x + cw))
         extra = [a for a in (data.masks, data.fused) if a is not None]
         planes = [np.ascontiguousarray(p[k][sl][:, ::-1] if flip else p[k][sl]) for p in (data.ir, data.vis, *extra)]
-        out["ir"].append(torch.from_numpy(planes[0]))
-        out["vis"].append(torch.from_numpy(planes[1]))
-        if data.masks is not None:
-            out["mask"].append(torch.from_numpy(planes[2]).long())
-        if data.fused is not None:
-            out["fused"].append(torch.from_numpy(planes[-1]))
+        b, classes = None, None
         if data.boxes:
             b = data.boxes[k] - np.array([x, y, x, y], np.float32)
             cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
@@ -142,8 +137,27 @@ def sample_task_batch(
             b = np.clip(b[keep], 0, [cw, ch, cw, ch]).astype(np.float32)
             if flip:
                 b = np.stack([cw - b[:, 2], b[:, 1], cw - b[:, 0], b[:, 3]], 1).astype(np.float32)
-            out["boxes"].append(b.reshape(-1, 4))
-            out["classes"].append(data.labels[k][keep])
+            classes = data.labels[k][keep]
+        add_sample(out, data, planes, b, classes)
+    return stack_batch(out)
+
+
+def add_sample(out: dict, data: TaskData, planes: list[np.ndarray], boxes: np.ndarray | None,
+               classes: np.ndarray | None) -> None:
+    """Append one sample (planes: IR, VIS, then the mask and the cached fused image when `data` has them)."""
+    out["ir"].append(torch.from_numpy(planes[0]))
+    out["vis"].append(torch.from_numpy(planes[1]))
+    if data.masks is not None:
+        out["mask"].append(torch.from_numpy(planes[2]).long())
+    if data.fused is not None:
+        out["fused"].append(torch.from_numpy(planes[-1]))
+    if data.boxes:
+        out["boxes"].append(boxes.reshape(-1, 4))
+        out["classes"].append(classes)
+
+
+def stack_batch(out: dict) -> dict:
+    """The lists of add_sample as (N, 1, H, W) tensors; mask and fused None when absent."""
     out["ir"] = torch.stack(out["ir"])[:, None]
     out["vis"] = torch.stack(out["vis"])[:, None]
     out["mask"] = torch.stack(out["mask"]) if out["mask"] else None
