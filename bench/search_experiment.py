@@ -155,7 +155,7 @@ def stage_search(res: Results, scfg: SearchConfig, out: Path) -> None:
                 {"hypergrad": method, "seed": seed, "name": run, "out": str(out / "search" / run)},
             )
             cpu = time.process_time()
-            summary = search(cfg, command=f"bench/search_experiment.py ({run})", data=data)
+            summary = search(cfg, command=f"bench/search_experiment.py ({run})", data=data, overwrite=True)
             done[run] = {
                 "genotype": summary["genotype"],
                 "seconds": summary["seconds"],

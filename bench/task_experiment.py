@@ -46,7 +46,8 @@ def run(task: str, out: Path, cpu: dict, **overrides) -> dict:
         cfg = load_config(GuideConfig, CONFIGS[task], {"out": str(out), "threads": 1, "device": "cpu", **overrides})
         words = " ".join(f"--{k} {v}" for k, v in overrides.items())
         t0 = time.process_time()
-        guide(cfg, command=f"tim guide --config {CONFIGS[task]} --out {out} --threads 1 --device cpu {words}")
+        guide(cfg, command=f"tim guide --config {CONFIGS[task]} --out {out} --threads 1 --device cpu {words}",
+              overwrite=True)
         cpu[str(out)] = time.process_time() - t0
         print(f"{out}: {json.loads(done.read_text())['task']} ({cpu[str(out)]:.0f} CPU s)", flush=True)
     return json.loads(done.read_text())

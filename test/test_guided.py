@@ -217,3 +217,18 @@ def test_guide_segmentation_on_msrs_layout(genotype, tmp_path) -> None:
     )
     card = json.loads((tmp_path / "seg" / "bundle" / "card.json").read_text())
     assert card["segmentation_classes"][:2] == ["unlabelled", "car"] and len(card["segmentation_classes"]) == 9
+
+
+def test_used_run_folder_needs_resume_or_overwrite(genotype, tmp_path, capsys) -> None:
+    """A second `tim guide` into a folder holding a run, without --resume, is refused and touches nothing; with
+    --overwrite it starts over (the rule `tim train` has, now shared by guide, search and meta)."""
+    out = tmp_path / "run"
+    assert main(_args(genotype, out, "detection", 2)) == 0
+    ckpt = out / "checkpoint.pt"
+    before = ckpt.read_bytes()
+    capsys.readouterr()
+    assert main(_args(genotype, out, "detection", 2)) == 2
+    err = capsys.readouterr().err
+    assert "holds a previous run" in err and "--resume" in err and "--overwrite" in err
+    assert ckpt.read_bytes() == before
+    assert main(_args(genotype, out, "detection", 2, "--overwrite")) == 0

@@ -146,11 +146,11 @@ def _task_input(cfg: GuideConfig, batch: dict, device: torch.device) -> torch.Te
     return batch["ir" if cfg.input == "ir" else "vis"].to(device)
 
 
-def guide(cfg: GuideConfig, resume: bool = False, command: str = "") -> dict:
+def guide(cfg: GuideConfig, resume: bool = False, command: str = "", overwrite: bool = False) -> dict:
     """Train N_T (and N_F unless frozen), checkpoint, validate, export; returns {'bundle', 'task', ...}."""
     _check(cfg)
     with training_run("guide", cfg.out, cfg.steps, cfg.seed, cfg.threads, resume=resume, distributed=True,
-                      replace_unasked=True) as run:
+                      overwrite=overwrite) as run:
         device = run.device(cfg.device)
         size = (cfg.height, cfg.width)
         load = {

@@ -206,14 +206,14 @@ def _trim_log(path: Path, upto: int) -> None:
         path.write_text("".join(ln + "\n" for ln in kept))
 
 
-def run_meta(cfg: MetaConfig, resume: bool = False, command: str = "") -> Path:
+def run_meta(cfg: MetaConfig, resume: bool = False, command: str = "", overwrite: bool = False) -> Path:
     """Meta-train an initialization with checkpoints and resume; export it as a bundle; returns its path."""
     names = [task_name(s) for s in cfg.tasks]
     task_weights = [float(w) for w in cfg.task_weights] or [1.0] * len(cfg.tasks)
     if len(task_weights) != len(cfg.tasks):
         raise ConfigError(f"task_weights has {len(task_weights)} entries for {len(cfg.tasks)} tasks; give one per task")
     with training_run("meta", cfg.out, cfg.steps, cfg.seed, cfg.threads, resume=resume,
-                      replace_unasked=True) as run:
+                      overwrite=overwrite) as run:
         tasks = [load_pairs([s], "train", cfg.val_fraction) for s in cfg.tasks]
         log_path = run.out / "tasks.jsonl"
         net = FusionNet(build_genotype(cfg))

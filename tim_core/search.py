@@ -128,14 +128,14 @@ def _write_logs(out: Path, history: list[dict], space: SearchSpace) -> None:
 
 
 def search(cfg: SearchConfig, resume: bool = False, command: str = "",
-           data: tuple[PairSet, PairSet] | None = None) -> dict:
+           data: tuple[PairSet, PairSet] | None = None, overwrite: bool = False) -> dict:
     """Run the bilevel search, checkpointing; write the genotype JSON, logs, plots; returns the summary."""
     if cfg.hypergrad not in METHODS:
         raise ConfigError(f"hypergrad {cfg.hypergrad!r} is unknown; valid: {', '.join(METHODS)}")
     if cfg.crop % 4:
         raise ConfigError(f"crop {cfg.crop} must be a multiple of 4 (the multi-scale cell down-samples twice)")
     with training_run("search", cfg.out, cfg.steps, cfg.seed, cfg.threads, resume=resume,
-                      replace_unasked=True) as run:
+                      overwrite=overwrite) as run:
         space = space_of(cfg)
         lower_set, upper_set = data or split_for_search(load_pairs(cfg.data, "train", cfg.val_fraction),
                                                         cfg.upper_fraction)

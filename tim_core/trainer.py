@@ -121,20 +121,20 @@ class TrainingRun:
 
 @contextmanager
 def training_run(trainer: str, out: str | Path, steps: int, seed: int, threads: int = 0, *, resume: bool = False,
-                 overwrite: bool = False, export: Path | None = None, distributed: bool = False,
-                 replace_unasked: bool = False) -> Iterator[TrainingRun]:
+                 overwrite: bool = False, export: Path | None = None,
+                 distributed: bool = False) -> Iterator[TrainingRun]:
     """Threads (restored afterwards), torch seed, run folder and, with `distributed`, the torchrun process group.
 
-    The run folder rule (checkpoint.prepare_run_folder) covers `export` too. `replace_unasked`: a run without
-    `resume` replaces a previous run's checkpoint, as guide, search and meta always have (no --overwrite there).
+    The run folder rule (checkpoint.prepare_run_folder) covers `export` too: a folder holding a previous run needs
+    `resume` or `overwrite`, for every trainer (train, guide, search, meta), so hours of training are never
+    replaced by a forgotten flag.
     """
     rank, world = dist_info() if distributed else (0, 1)
     try:
         with torch_threads(threads):
             torch.manual_seed(seed)
-            ckpt = prepare_run_folder(Path(out), resume, overwrite or (replace_unasked and not resume), export)
-            hint = "start over without --resume" if replace_unasked else OVERWRITE_HINT
-            yield TrainingRun(trainer, Path(out), steps, seed, resume, ckpt, hint, rank, world)
+            ckpt = prepare_run_folder(Path(out), resume, overwrite, export)
+            yield TrainingRun(trainer, Path(out), steps, seed, resume, ckpt, OVERWRITE_HINT, rank, world)
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()

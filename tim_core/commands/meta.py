@@ -18,9 +18,11 @@ ERRORS = (ConfigError, ImageFileError, GenotypeError, FileNotFoundError, ValueEr
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file mirroring MetaConfig (tim_core/configs/meta_*.yaml)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt at its step")
+    p.add_argument("--overwrite", action="store_true", help="start over in a folder that holds a previous run")
 
 
 def run(args: argparse.Namespace) -> int:
-    bundle = run_meta(config_from(MetaConfig, args), resume=args.resume, command=args.command_line)
+    bundle = run_meta(config_from(MetaConfig, args), resume=args.resume, command=args.command_line,
+                      overwrite=args.overwrite)
     print(f"tim meta: initialization bundle written to {bundle}")
     return 0

@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file mirroring SearchConfig (tim_core/configs/search_*.yaml)")
     p.add_argument("--hypergrad", choices=METHODS, help="hypergradient: ias (default), neumann, darts1")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt at its step")
+    p.add_argument("--overwrite", action="store_true", help="start over in a folder that holds a previous run")
     p.add_argument("--profile", action="store_true",
                    help="measure the latency lookup table (profile_widths at cost_size) into latency_table and exit")
 
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
                             cfg.profile_threads, cfg.profile_repeats, lambda key: bar.update())
         print(f"tim search: latency table ({len(table.entries)} parts) written to {table.save(cfg.latency_table)}")
         return 0
-    summary = search(cfg, resume=args.resume, command=args.command_line)
+    summary = search(cfg, resume=args.resume, command=args.command_line, overwrite=args.overwrite)
     cells = "; ".join(f"{c['type']}: {' -> '.join(c['ops'])}" for c in summary["genotype"]["cells"])
     print(f"tim search: {cells} (predicted {summary['predicted_cost']} {summary['cost_unit']}) -> {summary['path']}")
     return 0
