@@ -29,7 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
 
 from tim_core.config import load_config
-from tim_core.guided import GuideConfig, guide
+from tim_core.guide_config import GuideConfig
+from tim_core.guided import guide
 from tim_core.report import evaluate_on_validation
 
 CONFIGS = {

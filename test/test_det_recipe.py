@@ -16,7 +16,7 @@ from conftest import TINY_GENOTYPE
 from tim_core.cli import main
 from tim_core.config import ConfigError, load_config
 from tim_core.files import write_image
-from tim_core.guided import GuideConfig
+from tim_core.guide_config import GuideConfig
 from tim_core.runtime import load_bundle
 from tim_core.synthetic import make_scenes
 from tim_core.tasks.augment import Augment, clip_boxes, sample_augmented_batch

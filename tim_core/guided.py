@@ -17,102 +17,28 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import torch
 import torch.distributed as dist
 
 from .bundle import load_bundle, save_bundle
 from .config import dump_config
+from .ema import averaged_copy, ema_update
 from .files import write_text_atomic
 from .genotype import load_genotype
+from .guide_config import GuideConfig, check_config
 from .hypergrad import hypergradient
 from .losses import LossWeights, fusion_loss
 from .network import FusionNet
 from .report import evaluate_on_validation
-from .tasks import TASKS, build_task_net
-from .tasks.augment import Augment, sample_augmented_batch
+from .tasks import build_task_net
+from .tasks.augment import sample_augmented_batch
 from .tasks.data import load_task_data, sample_task_batch
 from .tasks.detection_report import PR_JSON, PR_SVG, detection_eval_card, write_pr_curves
 from .tasks.heads import head_card, head_tensors, load_heads
 from .tasks.training import evaluate_task, task_loss
-from .train import averaged_copy
 from .trainer import bundle_path, tensorboard_writer, training_run, warmup_cosine
-
-COUPLINGS = ("frozen", "alternating", "bilevel")
-INPUTS = ("fused", "ir", "vis")
-
-
-@dataclass
-class GuideConfig:
-    task: str = "detection"  # detection | segmentation | enhancement (also --task on the command line)
-    coupling: str = "alternating"  # frozen | alternating | bilevel (see the module docstring)
-    input: str = "fused"  # what N_T sees: fused, or ir / vis for single-camera baselines (coupling frozen)
-    hypergrad: str = "ias"  # bilevel only: ias | neumann | darts1
-    lam: float = 0.1  # weight of the task loss in the fusion network's objective
-    init: str = ""  # bundle: fusion weights, and the task head too when it carries one for this task
-    genotype: str = "tim_light"  # fusion genotype when init is empty
-    data: list = field(default_factory=lambda: ["../shared/data/msrs"])
-    labels: str = "labels/fusion"  # detection labels under each data root: YOLO .txt or VOC .xml per image
-    classes: list = field(default_factory=lambda: ["person", "bicycle", "car"])  # detection classes
-    seg_classes: list = field(default_factory=list)  # segmentation class names (empty: the 9 MSRS classes)
-    synthetic: int = 0  # > 0: use this many generated scenes (tim_core.synthetic) instead of data
-    height: int = 240  # task input size: images (and boxes) are resized to it; MSRS 640x480 -> half
-    width: int = 320
-    crop: int = 128  # random training crops of the task-size images (0: whole images)
-    scale_min: float = 1.0  # random zoom of each training image, boxes follow (0.5-1.5: multi-scale; 1: off)
-    scale_max: float = 1.0
-    mosaic: float = 0.0  # probability that a training sample is a 2x2 mosaic of four training images
-    jitter: float = 0.0  # per-camera brightness/contrast/gamma strength, IR and VIS drawn apart (0: off; 0.3)
-    min_box: float = 2.0  # augmented boxes under this many pixels on a side after clipping are dropped
-    val_fraction: float = 0.2  # name-hash validation split, never trained on
-    out: str = "runs/guide"
-    export: str = ""  # final bundle (default OUT/bundle); input ir|vis runs export none
-    steps: int = 800
-    batch: int = 8
-    lr: float = 2e-3  # task network, AdamW
-    fusion_lr: float = 2e-4  # fusion network: small, it starts from a trained fusion
-    weight_decay: float = 1e-4
-    warmup_steps: int = 50
-    ema: float = 0.0  # task network weight EMA decay (e.g. 0.999): validation and export use the average; 0: off
-    head_width: int = 24  # channels of the light task encoders (enhancement: 48 is TIM's)
-    dice: float = 0.0  # segmentation: weight of the Dice term next to cross-entropy
-    w_intensity: float = 1.0
-    w_gradient: float = 10.0
-    w_ssim: float = 1.0
-    neumann_terms: int = 5
-    neumann_lr: float = 0.01
-    ckpt_every: int = 50
-    log_every: int = 10
-    val_every: int = 0  # task validation every N steps (0: at the end only)
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 0
-    eval_fusion: bool = False  # fusion metrics of the final N_F on the validation split, into the card
-    eval_limit: int = 0
-
-    BOUNDS = {"crop": (0, 8192, False), "scale_min": (0.0, 8.0, True), "scale_max": (0.0, 8.0, True),
-              "mosaic": (0.0, 1.0, False), "jitter": (0.0, 2.0, False), "min_box": (0.0, 1000.0, False)}
-
-    def augment(self) -> Augment:
-        """The training augmentation these fields describe."""
-        return Augment((self.scale_min, self.scale_max), self.mosaic, self.jitter, self.min_box)
-
-
-def _check(cfg: GuideConfig) -> None:
-    for name, value, valid in (
-        ("task", cfg.task, TASKS),
-        ("coupling", cfg.coupling, COUPLINGS),
-        ("input", cfg.input, INPUTS),
-        ("hypergrad", cfg.hypergrad, ("ias", "neumann", "darts1")),
-    ):
-        if value not in valid:
-            raise ValueError(f"{name} {value!r} is unknown; valid: {', '.join(valid)}")
-    if cfg.input != "fused" and cfg.coupling != "frozen":
-        raise ValueError(f"input {cfg.input!r} has no fusion network to guide; use coupling frozen")
-    if cfg.scale_min > cfg.scale_max:
-        raise ValueError(f"scale_min {cfg.scale_min} is above scale_max {cfg.scale_max}; give scale_min <= scale_max "
-                         "(both 1.0: no zoom)")
 
 
 def build_nets(cfg: GuideConfig, num_classes: int) -> tuple[FusionNet | None, torch.nn.Module]:
@@ -148,7 +74,7 @@ def _task_input(cfg: GuideConfig, batch: dict, device: torch.device) -> torch.Te
 
 def guide(cfg: GuideConfig, resume: bool = False, command: str = "", overwrite: bool = False) -> dict:
     """Train N_T (and N_F unless frozen), checkpoint, validate, export; returns {'bundle', 'task', ...}."""
-    _check(cfg)
+    check_config(cfg)
     with training_run("guide", cfg.out, cfg.steps, cfg.seed, cfg.threads, resume=resume, distributed=True,
                       overwrite=overwrite) as run:
         device = run.device(cfg.device)
@@ -212,7 +138,7 @@ def guide(cfg: GuideConfig, resume: bool = False, command: str = "", overwrite: 
             opt_t.step()
             sched_t.step()
             if ema is not None:
-                _ema_update(ema, task_net, cfg.ema)
+                ema_update(ema, task_net, cfg.ema)
             if trains_fusion:
                 f_terms = _fusion_step(
                     cfg,
@@ -288,14 +214,6 @@ def _fusion_step(cfg, fusion, task_net, batch, upper_batch, f_params, t_params, 
     )
     _apply(f_params, grads, world)
     return {"hypergrad_norm": float(torch.sqrt(sum((g.detach() ** 2).sum() for g in grads)))}
-
-
-def _ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for p_e, p in zip(ema.parameters(), net.parameters()):
-            p_e.lerp_(p, 1.0 - decay)
-        for b_e, b_n in zip(ema.buffers(), net.buffers()):
-            b_e.copy_(b_n)  # BN statistics: the live network's
 
 
 def _log_validation(writer, metrics: dict, step: int, folder) -> None:

@@ -7,7 +7,6 @@ and RNG state and are written atomically every `ckpt_every` steps.
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from tqdm import tqdm
 from .bundle import load_bundle, save_bundle
 from .config import dump_config
 from .data import PairSet, center_crops, load_pairs, sample_batch
+from .ema import averaged_copy, ema_update
 from .genotype import load_genotype
 from .losses import LossWeights, fusion_loss
 from .network import FusionNet
@@ -99,13 +99,6 @@ def build_model(cfg: TrainConfig) -> FusionNet:
     return FusionNet(load_genotype(cfg.genotype))
 
 
-def averaged_copy(net: FusionNet) -> FusionNet:
-    """A frozen copy of `net` for the weight EMA."""
-    ema = copy.deepcopy(net).eval()
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    return ema
-
 
 def train(cfg: TrainConfig, resume: bool = False, command: str = "", overwrite: bool = False) -> Path:
     """Train, checkpoint, validate, and export a bundle; returns the bundle path."""
@@ -149,11 +142,7 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "", overwrite: 
             scaler.update()
             sched.step()
             if ema is not None:
-                with torch.no_grad():
-                    for p_e, p in zip(ema.parameters(), net.parameters()):
-                        p_e.lerp_(p, 1.0 - cfg.ema)
-                    for b_e, b_n in zip(ema.buffers(), net.buffers()):
-                        b_e.copy_(b_n)
+                ema_update(ema, net, cfg.ema)
             seen += cfg.batch * run.world
             done = step + 1
             if run.rank == 0 and run.due(done, cfg.log_every):

@@ -7,7 +7,8 @@ import json
 
 from ..config import ConfigError
 from ..files import ImageFileError
-from ..guided import GuideConfig, guide
+from ..guide_config import GuideConfig
+from ..guided import guide
 from ..tasks import TASKS
 from .common import config_from
 
