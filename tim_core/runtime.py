@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 import torch
 
-from .backends import CHOICES as BACKEND_CHOICES
 from .backends import build_backend, choose
 from .bundle import (  # noqa: F401  (re-exported: the bundle API callers know from runtime)
     CARD,
@@ -94,10 +93,8 @@ class Fuser:
     ):
         if size_mismatch not in SIZE_POLICIES:
             raise ValueError(f"unknown size_mismatch {size_mismatch!r}; valid: {', '.join(SIZE_POLICIES)}")
-        if backend not in BACKEND_CHOICES:
-            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKEND_CHOICES)}")
         self.device = pick_device(device)
-        backend = choose(backend, self.device.type, half)  # auto -> the engine it picked here (self.backend)
+        backend = choose(backend, self.device.type, half)  # checks the name; auto -> the engine it picked here
         if half and self.device.type != "cuda":
             raise ValueError("half=True needs a CUDA device; use half=False on CPU")
         if backend != "torch" and (half or self.device.type != "cpu"):
