@@ -138,7 +138,7 @@ def guide(cfg: GuideConfig, resume: bool = False, command: str = "", overwrite: 
             opt_t.step()
             sched_t.step()
             if ema is not None:
-                ema_update(ema, task_net, cfg.ema)
+                ema_update(ema, task_net, cfg.ema, step)
             if trains_fusion:
                 f_terms = _fusion_step(
                     cfg,

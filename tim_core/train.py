@@ -142,7 +142,7 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "", overwrite: 
             scaler.update()
             sched.step()
             if ema is not None:
-                ema_update(ema, net, cfg.ema)
+                ema_update(ema, net, cfg.ema, step)
             seen += cfg.batch * run.world
             done = step + 1
             if run.rank == 0 and run.due(done, cfg.log_every):
