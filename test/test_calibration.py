@@ -113,7 +113,10 @@ def test_calibrate_recovers_the_rig(rig, tmp_path, capsys) -> None:
     assert corner_error(truth, load_registration(near).homography, IR_SIZE) < 1.0
     assert corner_error(truth, reg.homography, IR_SIZE) > 3.0  # the baseline matters at 1.5 m
     assert tim(_args(rig, out)) == 2 and "exists; pass --overwrite" in capsys.readouterr().err
+    assert data["undistort"] is True and reg.ir_lens is not None and reg.vis_lens is not None  # raw images
+    np.testing.assert_allclose(reg.ir_lens.k, K_IR, rtol=0.01)
     assert tim(_args(rig, out, "--overwrite", "--no-distortion")) == 0
+    assert yaml.safe_load(out.read_text())["undistort"] is False and load_registration(out).ir_lens is None
 
 
 def test_calibrate_errors_name_the_pairs_and_the_fix(rig, tmp_path, capsys) -> None:

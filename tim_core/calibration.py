@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .color import to_unit
-from .registration import Registration, plane_homography, registration_yaml
+from .registration import Lens, Registration, plane_homography, registration_yaml, yaml_values
 
 MIN_PAIRS = 5  # pairs with the board found in both images; 10-20 poses (tilted, all over the image) are better
 FIND_FLAGS = cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE
@@ -147,23 +147,26 @@ def calibrate_rig(detections: list[tuple[str, np.ndarray | None, np.ndarray | No
                              rms_ir, rms_vis, float(rms), len(both))
 
 
-def _values(a: np.ndarray) -> str:
-    return "[" + ", ".join(f"{v:.9g}" for v in np.ravel(a)) + "]"
-
-
 def calibration_yaml(cal: StereoCalibration, distance_m: float, pattern: tuple[int, int], square_m: float) -> str:
-    """The registration file (tim_core.registration's fields) plus the calibration it was computed from."""
-    reg = Registration(cal.homography(distance_m), cal.vis_size, cal.ir_size, None, "checkerboard", cal.pairs)
+    """The registration file (tim_core.registration's fields) plus the calibration it was computed from. With
+    distortion fitted (not --no-distortion) it sets undistort: true, so the warp takes the cameras' raw images."""
+    lenses = (Lens(cal.k_ir, cal.dist_ir), Lens(cal.k_vis, cal.dist_vis))
+    if not (np.any(cal.dist_ir) or np.any(cal.dist_vis)):
+        lenses = (None, None)
+    reg = Registration(cal.homography(distance_m), cal.vis_size, cal.ir_size, None, "checkerboard", cal.pairs,
+                       ir_lens=lenses[0], vis_lens=lenses[1])
     distance = ".inf" if math.isinf(distance_m) else f"{distance_m:.9g}"
+    rectified = [] if lenses[0] is not None else [
+        "undistort: false  # no distortion fitted (--no-distortion): the images are taken as rectified",
+        f"k_ir: {yaml_values(cal.k_ir)}  # row-major 3x3 camera matrix of the IR camera, px",
+        f"k_vis: {yaml_values(cal.k_vis)}  # row-major 3x3 camera matrix of the VIS camera, px",
+    ]
     return registration_yaml(reg) + "\n".join([
         f"distance_m: {distance}  # the homography is exact for the plane this far from the IR camera (.inf: far "
         "scenes); `tim calibrate --distance` rewrites it",
-        f"k_ir: {_values(cal.k_ir)}  # row-major 3x3 camera matrix of the IR camera, px",
-        f"k_vis: {_values(cal.k_vis)}  # row-major 3x3 camera matrix of the VIS camera, px",
-        f"dist_ir: {_values(cal.dist_ir)}  # OpenCV distortion k1, k2, p1, p2, k3; the homography ignores it",
-        f"dist_vis: {_values(cal.dist_vis)}  # (rectify the images, or calibrate with --no-distortion)",
-        f"ir_to_vis_rotation: {_values(cal.rotation)}  # R of X_vis = R X_ir + t: the node parameter of that name",
-        f"ir_to_vis_translation: {_values(cal.translation)}  # t, metres: the node parameter of that name",
+        *rectified,
+        f"ir_to_vis_rotation: {yaml_values(cal.rotation)}  # R of X_vis = R X_ir + t: the node parameter of that name",
+        f"ir_to_vis_translation: {yaml_values(cal.translation)}  # t, metres: the node parameter of that name",
         f"rms_ir: {cal.rms_ir:.4f}  # px, reprojection error of the IR camera's calibration",
         f"rms_vis: {cal.rms_vis:.4f}  # px, VIS camera",
         f"rms_stereo: {cal.rms_stereo:.4f}  # px, both cameras with the common R, t",

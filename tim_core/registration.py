@@ -5,6 +5,11 @@ Convention everywhere: H maps IR pixel coordinates (x, y, 1) to VIS pixel coordi
 coordinates (OpenCV's). Warping samples IR at H^-1 of every VIS pixel, so the fused image is on the VIS grid and
 in the VIS camera's frame. VIS pixels the IR camera does not see are "uncovered": the network gets the VIS
 luma there as its IR input, and the fused luma there is replaced by the VIS luma (visible only, exactly).
+
+Lens distortion: with both cameras' `Lens` (K and OpenCV distortion coefficients) the warp takes raw images. H then
+maps undistorted (ideal) IR pixels to undistorted VIS pixels, as a calibration's K_vis R K_ir^-1 does, and each
+raw VIS pixel samples IR at distort_ir(H^-1 undistort_vis(p)): the fused image stays on the raw VIS grid, in the
+VIS camera's own frame, and nothing is resampled twice. Without lenses the images are taken as rectified.
 """
 
 from __future__ import annotations
@@ -29,6 +34,49 @@ class RegistrationError(ValueError):
     """A registration file or estimate that cannot be used; the message names the file or field and the fix."""
 
 
+DISTORTION_MODELS = {"plumb_bob": (5,), "rational_polynomial": (8,)}  # ROS camera_info models the warp applies
+_COEFFICIENTS = (4, 5, 8, 12, 14)  # the lengths OpenCV's distortion model accepts
+
+
+@dataclass(frozen=True)
+class Lens:
+    """One camera's pinhole matrix K (3x3, px) and OpenCV distortion coefficients (k1, k2, p1, p2[, k3, ...])."""
+
+    k: np.ndarray
+    dist: np.ndarray
+
+    @classmethod
+    def checked(cls, k, dist, field: str) -> Lens:
+        """A Lens from raw values; RegistrationError names `field` when K or the coefficients cannot be used."""
+        try:
+            km = np.asarray(k, np.float64).reshape(3, 3)
+            d = np.asarray(dist, np.float64).ravel()
+        except (TypeError, ValueError):
+            raise RegistrationError(f"{field}: K must be 9 numbers (row-major 3x3) and the distortion a list of "
+                                    "numbers") from None
+        if not (np.isfinite(km).all() and np.isfinite(d).all()) or km[0, 0] <= 0 or km[1, 1] <= 0:
+            raise RegistrationError(f"{field}: K needs finite values and focal lengths > 0 (calibrate the camera)")
+        if d.size not in _COEFFICIENTS:
+            raise RegistrationError(f"{field}: {d.size} distortion coefficients; OpenCV's model takes 4, 5, 8, 12 or "
+                                    "14 (k1, k2, p1, p2[, k3[, k4, k5, k6]])")
+        return cls(km, d)
+
+    def undistort(self, pts: np.ndarray) -> np.ndarray:
+        """(N, 2) raw pixel coordinates -> ideal (undistorted) pixel coordinates of the same K."""
+        criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 1e-6)
+        if hasattr(cv2, "undistortImagePoints"):  # OpenCV >= 4.8
+            out = cv2.undistortImagePoints(pts.reshape(-1, 1, 2), self.k, self.dist, criteria=criteria)
+        else:  # older OpenCV (Humble's python3-opencv 4.5): the same iteration under its earlier name
+            out = cv2.undistortPointsIter(pts.reshape(-1, 1, 2), self.k, self.dist, None, self.k, criteria)
+        return out.reshape(-1, 2).astype(np.float64)
+
+    def distort(self, pts: np.ndarray) -> np.ndarray:
+        """(N, 2) ideal pixel coordinates -> raw pixel coordinates (the lens's projection)."""
+        rays = np.linalg.solve(self.k, np.concatenate([pts, np.ones((len(pts), 1))], 1).T).T
+        out, _ = cv2.projectPoints(rays.reshape(-1, 1, 3), np.zeros(3), np.zeros(3), self.k, self.dist)
+        return out.reshape(-1, 2).astype(np.float64)
+
+
 @dataclass(frozen=True)
 class Registration:
     """One rig's IR -> VIS homography and what it applies to."""
@@ -41,6 +89,8 @@ class Registration:
     pairs: int = 0  # image pairs it was estimated from
     converged: bool = True
     message: str = ""  # why it did not converge
+    ir_lens: Lens | None = None  # both set: the warp takes raw (distorted) images and H maps ideal pixels
+    vis_lens: Lens | None = None
 
 
 def check_homography(values, field: str = "ir_to_vis_homography") -> np.ndarray:
@@ -77,8 +127,20 @@ def load_registration(path: str | Path) -> Registration:
         h = check_homography(data["ir_to_vis_homography"])
     except (RegistrationError, TypeError, ValueError) as e:
         raise RegistrationError(f"{path}: {e}") from None
+    lenses: tuple[Lens | None, Lens | None] = (None, None)
+    if data.get("undistort"):
+        missing = [f for f in ("k_ir", "dist_ir", "k_vis", "dist_vis") if f not in data]
+        if missing:
+            raise RegistrationError(f"{path}: undistort: true needs {', '.join(missing)} (as `tim calibrate` writes "
+                                    "them), or set undistort: false for rectified images")
+        try:
+            lenses = (Lens.checked(data["k_ir"], data["dist_ir"], "k_ir/dist_ir"),
+                      Lens.checked(data["k_vis"], data["dist_vis"], "k_vis/dist_vis"))
+        except RegistrationError as e:
+            raise RegistrationError(f"{path}: {e}") from None
     return Registration(h, _size(data.get("vis_size"), "vis_size", path), _size(data.get("ir_size"), "ir_size", path),
-                        data.get("residual"), str(data.get("method", "manual")), int(data.get("pairs", 0)))
+                        data.get("residual"), str(data.get("method", "manual")), int(data.get("pairs", 0)),
+                        ir_lens=lenses[0], vis_lens=lenses[1])
 
 
 def registration_yaml(reg: Registration) -> str:
@@ -96,7 +158,16 @@ def registration_yaml(reg: Registration) -> str:
     if reg.residual is not None:
         lines.append(f"residual: {reg.residual:.4f}  # 1 - NGF similarity reached (0: every edge direction agrees)")
     lines += [f"method: {reg.method}", f"pairs: {reg.pairs}  # image pairs it was estimated from"]
+    if reg.ir_lens is not None and reg.vis_lens is not None:
+        lines += ["undistort: true  # the images are raw: the warp removes both lenses' distortion, H maps ideal px"]
+        for name, lens in (("ir", reg.ir_lens), ("vis", reg.vis_lens)):
+            lines += [f"k_{name}: {yaml_values(lens.k)}  # row-major 3x3 camera matrix of the {name.upper()} camera",
+                      f"dist_{name}: {yaml_values(lens.dist)}  # OpenCV distortion k1, k2, p1, p2, k3[, ...]"]
     return "\n".join(lines) + "\n"
+
+
+def yaml_values(a: np.ndarray) -> str:
+    return "[" + ", ".join(f"{v:.9g}" for v in np.ravel(a)) + "]"
 
 
 def plane_homography(k_ir, k_vis, rotation, translation, distance_m: float = math.inf,
@@ -164,17 +235,38 @@ def coverage(homography: np.ndarray, ir_size: tuple[int, int], vis_size: tuple[i
 
 
 class IrToVisWarp:
-    """Resample IR frames onto the VIS grid with one homography; the remap tables are built once per image size."""
+    """Resample IR frames onto the VIS grid with one homography (and, given both lenses, through both cameras'
+    distortion); the remap tables are built once per image size, so distortion costs nothing per frame."""
 
     def __init__(self, homography: np.ndarray, ir_size: tuple[int, int] | None = None,
-                 vis_size: tuple[int, int] | None = None):
+                 vis_size: tuple[int, int] | None = None, ir_lens: Lens | None = None, vis_lens: Lens | None = None):
         self.homography = check_homography(homography)
         self.ir_size, self.vis_size = ir_size, vis_size
+        self.ir_lens, self.vis_lens = ir_lens, vis_lens
         self._tables: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def from_registration(cls, reg: Registration) -> IrToVisWarp:
-        return cls(reg.homography, reg.ir_size, reg.vis_size)
+        return cls(reg.homography, reg.ir_size, reg.vis_size, reg.ir_lens, reg.vis_lens)
+
+    def source_coordinates(self, vis_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For every VIS pixel, the IR pixel (x, y) it samples and whether that point is in front of the IR camera
+        and, with lenses, on the part of the distortion model that maps back to it (far outside the field a
+        polynomial lens model folds over: those pixels count as uncovered)."""
+        ys, xs = np.mgrid[0:vis_shape[0], 0:vis_shape[1]].astype(np.float64)
+        pts = np.stack([xs.ravel(), ys.ravel()], 1)
+        if self.vis_lens is not None:
+            pts = self.vis_lens.undistort(pts.astype(np.float32))
+        src = np.linalg.inv(self.homography) @ np.concatenate([pts, np.ones((len(pts), 1))], 1).T
+        front = src[2] > 0
+        z = np.where(np.abs(src[2]) < 1e-12, 1e-12, src[2])
+        ideal = (src[:2] / z).T
+        if self.ir_lens is not None:
+            raw = self.ir_lens.distort(ideal)
+            back = self.ir_lens.undistort(raw.astype(np.float32))
+            front &= np.linalg.norm(back - ideal, axis=1) < 0.5
+            ideal = raw
+        return ideal[:, 0].reshape(vis_shape), ideal[:, 1].reshape(vis_shape), front.reshape(vis_shape)
 
     def _table(self, ir_shape: tuple[int, int], vis_shape: tuple[int, int]):
         key = (ir_shape, vis_shape)
@@ -184,12 +276,8 @@ class IrToVisWarp:
                     raise InputError(f"{role} image is {shape[1]}x{shape[0]} but the registration is for "
                                      f"{size[0]}x{size[1]}; register this rig again (tim register)",
                                      "registration_size")
-            ys, xs = np.mgrid[0:vis_shape[0], 0:vis_shape[1]].astype(np.float64)
-            src = np.linalg.inv(self.homography) @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
-            z = np.where(np.abs(src[2]) < 1e-12, 1e-12, src[2])
-            mx, my = (src[0] / z).reshape(vis_shape), (src[1] / z).reshape(vis_shape)
-            uncovered = ~((src[2].reshape(vis_shape) > 0) & (mx >= 0) & (mx <= ir_shape[1] - 1)
-                          & (my >= 0) & (my <= ir_shape[0] - 1))
+            mx, my, front = self.source_coordinates(vis_shape)
+            uncovered = ~(front & (mx >= 0) & (mx <= ir_shape[1] - 1) & (my >= 0) & (my <= ir_shape[0] - 1))
             mx[uncovered], my[uncovered] = -1.0, -1.0  # keeps the fixed-point tables in range
             map1, map2 = cv2.convertMaps(mx.astype(np.float32), my.astype(np.float32), cv2.CV_16SC2)
             self._tables[key] = (map1, map2, uncovered)

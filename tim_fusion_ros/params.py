@@ -51,6 +51,7 @@ class FusionParams:
     ir_to_vis_rotation: list[float]
     ir_to_vis_translation: list[float]
     registration_distance_m: float
+    registration_undistort: bool
     registration_refine_every: int
     registration_refine_budget_ms: float
     registration_refine_max_px: float
@@ -112,6 +113,8 @@ DESCRIPTIONS = {
     "ir_to_vis_translation": "[x, y, z] metres, t of X_vis = R X_ir + t",
     "registration_distance_m": "metres from the IR camera to the scene plane the calibrated homography is exact for "
                                "(0: infinity, H = K_vis R K_ir^-1)",
+    "registration_undistort": "calibrated: the topics carry raw images; the warp removes both lenses' distortion with "
+                              "camera_info's D (plumb_bob or rational_polynomial). false: rectified images, K alone",
     "registration_refine_every": "online refinement: every N-th fused pair, refine the homography on it by NGF and "
                                  "take it if the similarity improved (0: off); /diagnostics shows registration_*",
     "registration_refine_budget_ms": "time one refinement may take, ms (after the pair is published; the first "
@@ -126,7 +129,8 @@ APPLIES = {
     **dict.fromkeys(("model", "device", "half", "threads", "backend", "min_side", "max_pixels", "size_mismatch",
                      "ir_normalization", "ir_range", "registration", "registration_file", "ir_to_vis_homography",
                      "ir_to_vis_rotation", "ir_to_vis_translation", "registration_distance_m",
-                     "registration_refine_every", "registration_refine_budget_ms", "registration_refine_max_px"),
+                     "registration_undistort", "registration_refine_every", "registration_refine_budget_ms",
+                     "registration_refine_max_px"),
                     "activate"),
     **dict.fromkeys(("sync_queue_size", "input_transport"), "configure"),
     **dict.fromkeys(("autostart",), "start"),

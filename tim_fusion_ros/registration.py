@@ -3,13 +3,15 @@
 registration: homography  one fixed warp, from registration_file (written by `tim register`) or ir_to_vis_homography.
 registration: calibrated  H = K_vis (R + t n^T / d) K_ir^-1 from the K of ir/camera_info and vis/camera_info and the
                           parameters R, t, d (tim_core.registration.plane_homography); rebuilt when a K changes. Until
-                          both camera_info topics have delivered, pairs are dropped as `no_camera_info`. K is used as
-                          given: publish rectified images (image_proc) and their camera_info, distortion is ignored.
+                          both camera_info topics have delivered, pairs are dropped as `no_camera_info`. By default
+                          the images are taken as rectified (image_proc) and K alone is used; with
+                          registration_undistort the topics carry raw images and the warp also removes both lenses'
+                          distortion (camera_info's d, plumb_bob or rational_polynomial), in the same remap table.
 Online refinement (registration_refine_every > 0): every N-th fused pair, after it is published, the current
 homography is refined on that pair by NGF (tim_core.rig_search.refine_homography) within
 registration_refine_budget_ms, and taken only when the NGF similarity improved and the IR corners stay within
 registration_refine_max_px of the configured homography (a featureless or misleading scene cannot drag it away).
-No ROS import: camera_info messages are read through their fields (k, width, height).
+No ROS import: camera_info messages are read through their fields (k, d, distortion_model, width, height).
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from typing import Any
 import numpy as np
 
 from tim_core.bundle import InputError
-from tim_core.registration import IrToVisWarp, RegistrationError, corner_error, load_registration, plane_homography
+from tim_core.registration import (
+    DISTORTION_MODELS,
+    IrToVisWarp,
+    Lens,
+    RegistrationError,
+    corner_error,
+    load_registration,
+    plane_homography,
+)
 from tim_core.rig_search import refine_homography
 
 from .params import FusionParams
@@ -39,6 +49,20 @@ def file_problems(p: FusionParams) -> list[str]:
     return []
 
 
+def _lens(info: Any, camera: str) -> Lens:
+    """The Lens of one camera_info (registration_undistort); InputError bad_camera_info when it cannot be used."""
+    model, d = info.distortion_model, list(info.d)
+    lengths = DISTORTION_MODELS.get(model)
+    if lengths is None or len(d) not in lengths:
+        raise InputError(f"registration_undistort: {camera}/camera_info has distortion_model {model!r} with {len(d)} "
+                         f"coefficients; the warp applies {', '.join(DISTORTION_MODELS)} (5 and 8 coefficients). "
+                         "Rectify that camera (image_proc) and set registration_undistort: false", "bad_camera_info")
+    try:
+        return Lens.checked(info.k, d, f"{camera}/camera_info")
+    except RegistrationError as e:
+        raise InputError(f"registration_undistort: {e}", "bad_camera_info") from None
+
+
 class NodeRegistration:
     """Which IrToVisWarp (or None) the Fuser gets for the next pair."""
 
@@ -46,6 +70,7 @@ class NodeRegistration:
         self.mode = p.registration
         self.rotation, self.translation = p.ir_to_vis_rotation, p.ir_to_vis_translation
         self.distance_m = p.registration_distance_m or math.inf  # 0: the scene is far compared with the baseline
+        self.undistort = p.registration_undistort
         self._warp: IrToVisWarp | None = None
         self._calibration: tuple | None = None  # the camera_info fields the calibrated warp was built from
         self.refine_every, self.refine_budget_ms = p.registration_refine_every, p.registration_refine_budget_ms
@@ -73,14 +98,17 @@ class NodeRegistration:
             raise InputError(f"registration: calibrated needs {missing}; nothing received yet (publish the cameras' "
                              "calibration, or use registration: homography)", "no_camera_info")
         key = (tuple(ir.k), tuple(vis.k), ir.width, ir.height, vis.width, vis.height)
+        if self.undistort:
+            key += (tuple(ir.d), ir.distortion_model, tuple(vis.d), vis.distortion_model)
         if key != self._calibration:
             k_ir, k_vis = np.reshape(ir.k, (3, 3)), np.reshape(vis.k, (3, 3))
             if min(k_ir[0, 0], k_ir[1, 1], k_vis[0, 0], k_vis[1, 1]) <= 0:
                 raise InputError("registration: calibrated needs focal lengths > 0 in the K of ir/camera_info and "
                                  "vis/camera_info; calibrate both cameras", "bad_camera_info")
+            lenses = (_lens(ir, "ir"), _lens(vis, "vis")) if self.undistort else (None, None)
             h = plane_homography(k_ir, k_vis, np.reshape(self.rotation, (3, 3)), self.translation, self.distance_m)
             self._warp = IrToVisWarp(h, (ir.width, ir.height) if ir.width else None,
-                                     (vis.width, vis.height) if vis.width else None)
+                                     (vis.width, vis.height) if vis.width else None, *lenses)
             self._calibration, self._reference = key, h  # a new calibration restarts the refinement from it
         return self._warp
 
