@@ -112,3 +112,23 @@ def test_backend_benchmark_smoke(tmp_path) -> None:
     stages = data["stages_in_process"][0]
     assert stages["status"].startswith("skipped") or {"decode", "normalise", "ycbcr", "model", "to_uint8",
                                                       "encode"} <= set(stages["median_ms"])
+
+
+def test_space_to_depth_network_exports_like_eager(tmp_path, pair) -> None:
+    """A scale-2 genotype (pixel_unshuffle / pixel_shuffle) through ONNX at a size that is no multiple of 2."""
+    from tim_core.bundle import save_bundle
+    from tim_core.genotype import load_genotype
+    from tim_core.network import FusionNet
+
+    if unavailable("onnxruntime"):
+        pytest.skip(unavailable("onnxruntime"))
+    torch.manual_seed(0)
+    bundle = save_bundle(tmp_path / "s2", FusionNet(load_genotype("tim_compact_s2w16")).eval(),
+                         {"name": "s2", "task": "fusion"})
+    ir, vis = pair[0][:95, :127], pair[1][:95, :127]
+    ref = Fuser(bundle, device="cpu", warmup=False)(ir, vis).fused
+    for name in ("onnxruntime", "openvino"):
+        if unavailable(name):
+            continue
+        got = Fuser(bundle, device="cpu", backend=name, threads=1, warmup=False)(ir, vis).fused
+        assert got.shape == ref.shape == (95, 127, 3) and np.abs(got.astype(int) - ref).max() <= 1, name

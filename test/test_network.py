@@ -61,3 +61,39 @@ def test_macs_scale_with_area() -> None:
     small, big = count_macs(net, 64, 64), count_macs(net, 128, 128)
     assert big == pytest.approx(4 * small, rel=0.01)
     assert json.loads(load_genotype("tim_light").to_json())["width"] == 48
+
+
+@pytest.mark.parametrize("h,w", [(17, 23), (5, 6), (2, 3)])
+def test_space_to_depth_genotype_keeps_every_size(h: int, w: int) -> None:
+    torch.manual_seed(0)
+    net = FusionNet(Genotype.from_dict({**TINY_GENOTYPE, "scale": 2})).eval()
+    assert net.multiple == 8 and net.stem[0][1].in_channels == 8 and net.head[-1][1].out_channels == 4
+    with torch.no_grad():
+        y = net(torch.rand(1, 1, h, w), torch.rand(1, 1, h, w))
+    assert y.shape == (1, 1, h, w) and torch.isfinite(y).all()
+
+
+def test_space_to_depth_sees_every_pixel() -> None:
+    """A change to any one input pixel reaches the output: pixel_unshuffle drops nothing."""
+    torch.manual_seed(0)
+    net = FusionNet(load_genotype("tim_compact_s2w16")).eval()
+    ir, vis = torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        base = net(ir, vis)
+        for y, x in ((0, 0), (0, 1), (1, 0), (1, 1), (7, 9)):
+            poked = vis.clone()
+            poked[..., y, x] += 0.5
+            assert (net(ir, poked) - base)[..., y, x].abs() > 0
+
+
+def test_scale_field_round_trip_and_old_fingerprints_unchanged(tmp_path) -> None:
+    g = load_genotype("tim_compact_s2w16")
+    assert g.scale == 2 and json.loads(g.to_json())["scale"] == 2
+    path = tmp_path / "g.json"
+    path.write_text(g.to_json())
+    assert load_genotype(path) == g and load_genotype(path).fingerprint() == g.fingerprint()
+    light = load_genotype("tim_light")
+    assert "scale" not in light.to_dict()  # weights saved before the field existed still match their genotype
+    assert Genotype(light.name, light.width, light.cells, 2).fingerprint() != light.fingerprint()
+    with pytest.raises(GenotypeError, match="scale must be one of"):
+        Genotype.from_dict({**TINY_GENOTYPE, "scale": 3})

@@ -42,8 +42,7 @@ class ExportableFusionNet(nn.Module):
         m = self.net.multiple
         if m > 1:  # FusionNet pads only when needed; a traced graph must always pad (by 0..m-1)
             x = F.pad(x, (0, (m - w % m) % m, 0, (m - h % m) % m), mode="reflect")
-        y = self.net.head(self.net.cells(self.net.stem(x)))
-        return y[:, :, :h, :w]
+        return self.net.body(x)[:, :, :h, :w]
 
 
 def leaky_copy(net: nn.Module) -> nn.Module:

@@ -26,15 +26,26 @@ class Cell:
     ops: tuple[str, ...]
 
 
+SCALES = (1, 2, 4)  # space-to-depth factors a genotype may use
+
+
 @dataclass(frozen=True)
 class Genotype:
-    """TIM's fusion network N_F as data: stem 2->2C->C, the cells at width C, head C->C->C/2->1."""
+    """TIM's fusion network N_F as data: stem 2->2C->C, the cells at width C, head C->C->C/2->1.
+
+    `scale` s > 1 runs stem, cells and head on the s x s space-to-depth of the input (pixel_unshuffle: 2 s^2 channels
+    at 1/s resolution, no pixel dropped) and rearranges the head's s^2 outputs back to full resolution
+    (pixel_shuffle): per layer s^2 fewer pixels, so a width s x C network costs about what width C costs at full
+    resolution in MACs, with s^2 more weights per layer and s times the receptive field. TIM's genotypes use s = 1."""
 
     name: str
     width: int
     cells: tuple[Cell, ...]
+    scale: int = 1
 
     def __post_init__(self) -> None:
+        if self.scale not in SCALES or isinstance(self.scale, bool):
+            raise GenotypeError(f"genotype {self.name!r}: scale must be one of {SCALES}, got {self.scale!r}")
         if (not isinstance(self.width, int) or isinstance(self.width, bool) or not 4 <= self.width <= MAX_WIDTH
                 or self.width % 2):
             raise GenotypeError(
@@ -62,24 +73,28 @@ class Genotype:
         return any(c.type == "multiscale" for c in self.cells)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "width": self.width,
-                "cells": [{"type": c.type, "ops": list(c.ops)} for c in self.cells]}
+        out = {"name": self.name, "width": self.width,
+               "cells": [{"type": c.type, "ops": list(c.ops)} for c in self.cells]}
+        if self.scale != 1:  # absent at 1: fingerprints of full-resolution genotypes stay what they were
+            out["scale"] = self.scale
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def fingerprint(self) -> str:
         """SHA-256 of the architecture (name excluded): weights record it so a mismatch is caught."""
-        arch = {"width": self.width, "cells": self.to_dict()["cells"]}
+        arch = {k: v for k, v in self.to_dict().items() if k != "name"}
         return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "genotype") -> "Genotype":
         if not isinstance(data, dict):
             raise GenotypeError(f"{source}: expected a JSON object with name, width, cells")
-        unknown = set(data) - {"name", "width", "cells", "notes"}
+        unknown = set(data) - {"name", "width", "cells", "scale", "notes"}
         if unknown:
-            raise GenotypeError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}; valid: name, width, cells")
+            raise GenotypeError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}; valid: name, width, cells, "
+                                "scale")
         for key in ("width", "cells"):
             if key not in data:
                 raise GenotypeError(f"{source}: missing field {key!r}")
@@ -98,7 +113,7 @@ class Genotype:
         name = data.get("name", Path(source).stem)
         if not isinstance(name, str):
             raise GenotypeError(f"{source}: 'name' must be a string, got {name!r}")
-        return cls(name, data["width"], tuple(cells))
+        return cls(name, data["width"], tuple(cells), data.get("scale", 1))
 
     @classmethod
     def from_json(cls, text: str, source: str = "genotype") -> "Genotype":

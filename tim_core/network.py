@@ -64,14 +64,14 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
 
 
-def make_stem(c: int) -> nn.Sequential:
-    """TIM's stem: reflect-pad 3x3 conv 2 -> 2C, PReLU, 3x3 conv 2C -> C, PReLU."""
-    return nn.Sequential(ReflectConv(2, 2 * c, 3), nn.PReLU(), ReflectConv(2 * c, c, 3), nn.PReLU())
+def make_stem(c: int, c_in: int = 2) -> nn.Sequential:
+    """TIM's stem: reflect-pad 3x3 conv 2 -> 2C, PReLU, 3x3 conv 2C -> C, PReLU (c_in inputs after space-to-depth)."""
+    return nn.Sequential(ReflectConv(c_in, 2 * c, 3), nn.PReLU(), ReflectConv(2 * c, c, 3), nn.PReLU())
 
 
-def make_head(c: int) -> nn.Sequential:
-    """TIM's head: 3x3 C -> C, PReLU, 3x3 C -> C/2, 1x1 C/2 -> 1, no output activation."""
-    return nn.Sequential(ReflectConv(c, c, 3), nn.PReLU(), ReflectConv(c, c // 2, 3), ReflectConv(c // 2, 1, 1))
+def make_head(c: int, c_out: int = 1) -> nn.Sequential:
+    """TIM's head: 3x3 C -> C, PReLU, 3x3 C -> C/2, 1x1 C/2 -> 1, no output activation (c_out before depth-to-space)."""
+    return nn.Sequential(ReflectConv(c, c, 3), nn.PReLU(), ReflectConv(c, c // 2, 3), ReflectConv(c // 2, c_out, 1))
 
 
 class FusionNet(nn.Module):
@@ -80,16 +80,22 @@ class FusionNet(nn.Module):
     def __init__(self, genotype: Genotype):
         super().__init__()
         self.genotype = genotype
-        c = genotype.width
-        self.stem = make_stem(c)
+        c, s = genotype.width, genotype.scale
+        self.scale = s
+        self.stem = make_stem(c, 2 * s * s)
         self.cells = nn.Sequential(*(make_cell(cell, c) for cell in genotype.cells))
-        self.head = make_head(c)
-        self.multiple = 4 if genotype.multiscale else 1
+        self.head = make_head(c, s * s)
+        self.multiple = s * (4 if genotype.multiscale else 1)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem, cells and head on the (N, 2, H, W) input, H and W multiples of self.multiple."""
+        if self.scale > 1:
+            return F.pixel_shuffle(self.head(self.cells(self.stem(F.pixel_unshuffle(x, self.scale)))), self.scale)
+        return self.head(self.cells(self.stem(x)))
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         x, (h, w) = pad_to_multiple(torch.cat((ir, vis), dim=1), self.multiple)
-        y = self.head(self.cells(self.stem(x)))
-        return y[..., :h, :w]
+        return self.body(x)[..., :h, :w]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -132,4 +138,5 @@ def count_macs(model: nn.Module, height: int, width: int) -> int:
 def architecture(net: FusionNet) -> str:
     """One line for a card: cells, width and parameter count."""
     cells = "; ".join(f"{c.type} [{', '.join(c.ops)}]" for c in net.genotype.cells)
-    return f"{net.genotype.name}: width {net.genotype.width}, cells {cells}, {count_parameters(net):,} parameters"
+    scale = f", at 1/{net.scale} resolution (space-to-depth)" if net.scale > 1 else ""
+    return f"{net.genotype.name}: width {net.genotype.width}{scale}, cells {cells}, {count_parameters(net):,} parameters"
