@@ -139,4 +139,5 @@ def architecture(net: FusionNet) -> str:
     """One line for a card: cells, width and parameter count."""
     cells = "; ".join(f"{c.type} [{', '.join(c.ops)}]" for c in net.genotype.cells)
     scale = f", at 1/{net.scale} resolution (space-to-depth)" if net.scale > 1 else ""
-    return f"{net.genotype.name}: width {net.genotype.width}{scale}, cells {cells}, {count_parameters(net):,} parameters"
+    g = net.genotype
+    return f"{g.name}: width {g.width}{scale}, cells {cells}, {count_parameters(net):,} parameters"
