@@ -249,6 +249,10 @@ class IrToVisWarp:
     def from_registration(cls, reg: Registration) -> IrToVisWarp:
         return cls(reg.homography, reg.ir_size, reg.vis_size, reg.ir_lens, reg.vis_lens)
 
+    def with_homography(self, homography: np.ndarray) -> IrToVisWarp:
+        """The same rig (sizes, lenses) with another homography, e.g. a refined one."""
+        return IrToVisWarp(homography, self.ir_size, self.vis_size, self.ir_lens, self.vis_lens)
+
     def source_coordinates(self, vis_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For every VIS pixel, the IR pixel (x, y) it samples and whether that point is in front of the IR camera
         and, with lenses, on the part of the distortion model that maps back to it (far outside the field a

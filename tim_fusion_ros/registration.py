@@ -125,7 +125,7 @@ class NodeRegistration:
         moved = corner_error(self._reference, r.homography, ir_size)
         self.refine_tries += 1
         if r.similarity > r.similarity_before and moved <= self.refine_max_px:
-            self._warp = IrToVisWarp(r.homography, warp.ir_size, warp.vis_size)  # the next pair fuses with it
+            self._warp = warp.with_homography(r.homography)  # the next pair fuses with it (lenses kept)
             self.refinements += 1
             self.similarity, self.moved_px = r.similarity, moved
         else:
