@@ -114,8 +114,10 @@ def test_backend_benchmark_smoke(tmp_path) -> None:
                                                       "encode"} <= set(stages["median_ms"])
 
 
-def test_space_to_depth_network_exports_like_eager(tmp_path, pair) -> None:
-    """A scale-2 genotype (pixel_unshuffle / pixel_shuffle) through ONNX at a size that is no multiple of 2."""
+@pytest.mark.parametrize("genotype", ["tim_compact_s2w16", "tim_compact_s2w16_blend"])
+def test_space_to_depth_network_exports_like_eager(tmp_path, pair, genotype: str) -> None:
+    """Scale-2 genotypes (pixel_unshuffle / pixel_shuffle; the blend head's bilinear up-sampling) through ONNX and
+    OpenVINO at a size that is no multiple of 2."""
     from tim_core.bundle import save_bundle
     from tim_core.genotype import load_genotype
     from tim_core.network import FusionNet
@@ -123,7 +125,7 @@ def test_space_to_depth_network_exports_like_eager(tmp_path, pair) -> None:
     if unavailable("onnxruntime"):
         pytest.skip(unavailable("onnxruntime"))
     torch.manual_seed(0)
-    bundle = save_bundle(tmp_path / "s2", FusionNet(load_genotype("tim_compact_s2w16")).eval(),
+    bundle = save_bundle(tmp_path / "s2", FusionNet(load_genotype(genotype)).eval(),
                          {"name": "s2", "task": "fusion"})
     ir, vis = pair[0][:95, :127], pair[1][:95, :127]
     ref = Fuser(bundle, device="cpu", warmup=False)(ir, vis).fused

@@ -97,3 +97,31 @@ def test_scale_field_round_trip_and_old_fingerprints_unchanged(tmp_path) -> None
     assert Genotype(light.name, light.width, light.cells, 2).fingerprint() != light.fingerprint()
     with pytest.raises(GenotypeError, match="scale must be one of"):
         Genotype.from_dict({**TINY_GENOTYPE, "scale": 3})
+
+
+def test_blend_head_keeps_the_sources_at_full_resolution() -> None:
+    """With the head's last layer at zero the blend head fuses (ir + vis) / 2 exactly, pixel for pixel, though the
+    network runs at half resolution; trained coefficients move that blend, and a pixel's change still reaches it."""
+    torch.manual_seed(0)
+    net = FusionNet(load_genotype("tim_compact_s2w16_blend")).eval()
+    assert net.blend and net.head[-1][1].out_channels == 3
+    ir, vis = torch.rand(1, 1, 19, 26), torch.rand(1, 1, 19, 26)
+    with torch.no_grad():
+        assert not torch.allclose(net(ir, vis), (ir + vis) / 2, atol=1e-3)  # random coefficients
+        net.head[-1][1].weight.zero_()
+        net.head[-1][1].bias.zero_()
+        assert torch.allclose(net(ir, vis), (ir + vis) / 2, atol=1e-6)
+        net.head[-1][1].bias.copy_(torch.tensor([0.5, -0.5, 0.0]))  # a = 1, b = 0: the infrared image itself
+        assert torch.allclose(net(ir, vis), ir, atol=1e-6)
+
+
+def test_output_field_round_trip_and_validation(tmp_path) -> None:
+    g = load_genotype("tim_compact_s2w16_blend")
+    assert g.output == "blend" and json.loads(g.to_json())["output"] == "blend"
+    path = tmp_path / "g.json"
+    path.write_text(g.to_json())
+    assert load_genotype(path) == g
+    direct = load_genotype("tim_compact_s2w16")
+    assert "output" not in direct.to_dict() and direct.fingerprint() != g.fingerprint()
+    with pytest.raises(GenotypeError, match="output must be one of direct, blend"):
+        Genotype.from_dict({**TINY_GENOTYPE, "output": "weights"})

@@ -27,6 +27,7 @@ class Cell:
 
 
 SCALES = (1, 2, 4)  # space-to-depth factors a genotype may use
+OUTPUTS = ("direct", "blend")  # what the head predicts: the fused luma, or local blend coefficients of the sources
 
 
 @dataclass(frozen=True)
@@ -36,14 +37,24 @@ class Genotype:
     `scale` s > 1 runs stem, cells and head on the s x s space-to-depth of the input (pixel_unshuffle: 2 s^2 channels
     at 1/s resolution, no pixel dropped) and rearranges the head's s^2 outputs back to full resolution
     (pixel_shuffle): per layer s^2 fewer pixels, so a width s x C network costs about what width C costs at full
-    resolution in MACs, with s^2 more weights per layer and s times the receptive field. TIM's genotypes use s = 1."""
+    resolution in MACs, with s^2 more weights per layer and s times the receptive field. TIM's genotypes use s = 1.
+
+    `output` "direct" (TIM's) has the head predict the fused luma. "blend" has it predict three coefficient maps
+    a, b, r at 1/s resolution, up-sampled bilinearly to full resolution, and fuses
+    F = (1/2 + a) * ir + (1/2 + b) * vis + r: a locally affine blend of the full-resolution sources (as a guided
+    filter or HDRNet's bilateral grid applies smooth coefficients to a sharp image), so a network at 1/s resolution
+    keeps every source edge at full resolution and spends its capacity on where to follow which source."""
 
     name: str
     width: int
     cells: tuple[Cell, ...]
     scale: int = 1
+    output: str = "direct"
 
     def __post_init__(self) -> None:
+        if self.output not in OUTPUTS:
+            raise GenotypeError(f"genotype {self.name!r}: output must be one of {', '.join(OUTPUTS)}, got "
+                                f"{self.output!r}")
         if self.scale not in SCALES or isinstance(self.scale, bool):
             raise GenotypeError(f"genotype {self.name!r}: scale must be one of {SCALES}, got {self.scale!r}")
         if (not isinstance(self.width, int) or isinstance(self.width, bool) or not 4 <= self.width <= MAX_WIDTH
@@ -77,6 +88,8 @@ class Genotype:
                "cells": [{"type": c.type, "ops": list(c.ops)} for c in self.cells]}
         if self.scale != 1:  # absent at 1: fingerprints of full-resolution genotypes stay what they were
             out["scale"] = self.scale
+        if self.output != "direct":  # likewise absent for TIM's direct head
+            out["output"] = self.output
         return out
 
     def to_json(self) -> str:
@@ -91,10 +104,10 @@ class Genotype:
     def from_dict(cls, data: dict, source: str = "genotype") -> "Genotype":
         if not isinstance(data, dict):
             raise GenotypeError(f"{source}: expected a JSON object with name, width, cells")
-        unknown = set(data) - {"name", "width", "cells", "scale", "notes"}
+        unknown = set(data) - {"name", "width", "cells", "scale", "output", "notes"}
         if unknown:
             raise GenotypeError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}; valid: name, width, cells, "
-                                "scale")
+                                "scale, output")
         for key in ("width", "cells"):
             if key not in data:
                 raise GenotypeError(f"{source}: missing field {key!r}")
@@ -113,7 +126,7 @@ class Genotype:
         name = data.get("name", Path(source).stem)
         if not isinstance(name, str):
             raise GenotypeError(f"{source}: 'name' must be a string, got {name!r}")
-        return cls(name, data["width"], tuple(cells), data.get("scale", 1))
+        return cls(name, data["width"], tuple(cells), data.get("scale", 1), data.get("output", "direct"))
 
     @classmethod
     def from_json(cls, text: str, source: str = "genotype") -> "Genotype":

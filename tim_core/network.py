@@ -84,14 +84,19 @@ class FusionNet(nn.Module):
         self.scale = s
         self.stem = make_stem(c, 2 * s * s)
         self.cells = nn.Sequential(*(make_cell(cell, c) for cell in genotype.cells))
-        self.head = make_head(c, s * s)
+        self.blend = genotype.output == "blend"
+        self.head = make_head(c, 3 if self.blend else s * s)
         self.multiple = s * (4 if genotype.multiscale else 1)
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
         """Stem, cells and head on the (N, 2, H, W) input, H and W multiples of self.multiple."""
+        low = F.pixel_unshuffle(x, self.scale) if self.scale > 1 else x
+        out = self.head(self.cells(self.stem(low)))
+        if not self.blend:
+            return F.pixel_shuffle(out, self.scale) if self.scale > 1 else out
         if self.scale > 1:
-            return F.pixel_shuffle(self.head(self.cells(self.stem(F.pixel_unshuffle(x, self.scale)))), self.scale)
-        return self.head(self.cells(self.stem(x)))
+            out = F.interpolate(out, scale_factor=float(self.scale), mode="bilinear", align_corners=False)
+        return (0.5 + out[:, 0:1]) * x[:, 0:1] + (0.5 + out[:, 1:2]) * x[:, 1:2] + out[:, 2:3]
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         x, (h, w) = pad_to_multiple(torch.cat((ir, vis), dim=1), self.multiple)
@@ -139,5 +144,6 @@ def architecture(net: FusionNet) -> str:
     """One line for a card: cells, width and parameter count."""
     cells = "; ".join(f"{c.type} [{', '.join(c.ops)}]" for c in net.genotype.cells)
     scale = f", at 1/{net.scale} resolution (space-to-depth)" if net.scale > 1 else ""
+    blend = ", blend head (local affine blend of the sources)" if net.blend else ""
     g = net.genotype
-    return f"{g.name}: width {g.width}{scale}, cells {cells}, {count_parameters(net):,} parameters"
+    return f"{g.name}: width {g.width}{scale}{blend}, cells {cells}, {count_parameters(net):,} parameters"
