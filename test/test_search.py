@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tim_core.cli import main
-from tim_core.cost import CostModel, LatencyTable, op_key, profile
+from tim_core.cost import CostModel, LatencyTable, op_key, part_macs, profile
 from tim_core.data import is_validation, load_pairs
 from tim_core.genotype import Cell, Genotype, load_genotype
 from tim_core.losses import fusion_loss
@@ -176,3 +176,31 @@ def test_tim_search_profile_writes_a_table(tmp_path: Path) -> None:
     entries = LatencyTable.load(table).entries
     assert {"stem/4", "head/4", "cell_chain/4", "cell_multiscale/4", "op/conv_1x1/4/4"} <= set(entries)
     assert all(v >= 0 for v in entries.values())
+
+
+def test_space_to_depth_blend_space_searches_and_derives_its_own_kind(tmp_path: Path) -> None:
+    """A scale-2 blend-head space: the supernet fuses every size, derive() keeps scale and head, and the cost model
+    works at the cells' half resolution (a table profiled for it covers it; its costs are those of the parts)."""
+    space = SearchSpace(width=8, cells=1, positions=1, candidates=SMALL, cell_types=("chain",), scale=2,
+                        output="blend")
+    net = SuperNet(space)
+    assert net.multiple == 2 and net.stem[0][1].in_channels == 8 and net.head[-1][1].out_channels == 3
+    y = net(torch.rand(1, 1, 13, 18), torch.rand(1, 1, 13, 18))
+    assert y.shape == (1, 1, 13, 18) and torch.isfinite(y).all()
+    y.mean().backward()
+    assert net.alpha_ops.grad is not None and net.alpha_ops.grad.abs().sum() > 0
+    g = derive(net.alpha_ops, net.alpha_type, space, "s2b")
+    assert (g.scale, g.output) == (2, "blend") and FusionNet(g)(torch.rand(1, 1, 9, 9), torch.rand(1, 1, 9, 9)).shape \
+        == (1, 1, 9, 9)
+    size = (64, 96)
+    table = profile([8], space.candidates, space.cell_types, size, threads=1, repeats=1, scale=2, blend=True)
+    assert tuple(table.size) == (32, 48) and "stem/8/s2" in table.entries and "head/8/s2/blend" in table.entries
+    measured = CostModel(space, size, LatencyTable.load(table.save(tmp_path / "t.json")))
+    assert measured.unit == "ms"
+    stem = FusionNet(g).stem  # 8 channels in at 32x48: 2x2 space-to-depth of 2 x 64x96
+    assert CostModel(space, size).part("stem/8/s2") == pytest.approx(part_macs(stem, (1, 8, 32, 48)))
+    full = CostModel(SearchSpace(width=8, cells=1, positions=1, candidates=SMALL, cell_types=("chain",)), size)
+    assert CostModel(space, size).op_costs("chain").sum().item() == pytest.approx(
+        full.op_costs("chain").sum().item() / 4, rel=0.01)
+    with pytest.raises(ValueError, match="scale 1"):
+        measured.genotype_cost(Genotype("full", 8, (Cell("chain", ("conv_1x1",)),)))

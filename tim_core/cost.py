@@ -4,6 +4,10 @@ A network's cost is the sum of its parts, each timed alone at the target resolut
 a cell's skeleton (the pre-process, plus down/up-sampling and SKFF for a multi-scale cell, with skip ops), and
 each candidate op at width C on H x W, and for a multi-scale cell also at 2C on H/2 x W/2 and 4C on H/4 x W/4.
 Under softmax(alpha) the expected cost is linear in the probabilities, so it is differentiable in alpha.
+
+A space-to-depth network (scale s) runs every part at (H/s, W/s): its table is profiled at that size, its stem
+(2 s^2 inputs) and head (s^2 outputs, or the blend head's 3) have keys of their own. The blend head's bilinear
+up-sampling and blend at full resolution is the same for every genotype of a space and is not counted.
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ from .threads import torch_threads
 SCALES = {"chain": (1,), "multiscale": (1, 2, 4)}
 
 
-def stem_key(width: int) -> str:
-    return f"stem/{width}"
+def stem_key(width: int, scale: int = 1) -> str:
+    return f"stem/{width}" if scale == 1 else f"stem/{width}/s{scale}"
 
 
-def head_key(width: int) -> str:
-    return f"head/{width}"
+def head_key(width: int, scale: int = 1, blend: bool = False) -> str:
+    return f"head/{width}" + (f"/s{scale}" if scale > 1 else "") + ("/blend" if blend else "")
 
 
 def skeleton_key(cell_type: str, width: int) -> str:
@@ -43,15 +47,16 @@ def op_key(name: str, width: int, scale: int) -> str:
     return f"op/{name}/{width}/{scale}"
 
 
-def part_keys(width: int, candidates: tuple[str, ...], cell_types: tuple[str, ...]) -> list[str]:
-    """Keys of every part a network of this width can contain."""
-    keys = [stem_key(width), head_key(width), *(skeleton_key(t, width) for t in cell_types)]
+def part_keys(width: int, candidates: tuple[str, ...], cell_types: tuple[str, ...], scale: int = 1,
+              blend: bool = False) -> list[str]:
+    """Keys of every part a network of this width (and space-to-depth scale and head) can contain."""
+    keys = [stem_key(width, scale), head_key(width, scale, blend), *(skeleton_key(t, width) for t in cell_types)]
     scales = sorted({s for t in cell_types for s in SCALES[t]})
     return keys + [op_key(name, width, s) for name in candidates for s in scales]
 
 
 def build_part(key: str, size: tuple[int, int]) -> tuple[nn.Module, tuple[int, ...]]:
-    """The module a key names and the input shape it sees in a network run at size (H, W)."""
+    """The module a key names and the input shape it sees at size (H, W), the cells' resolution."""
     h, w = size
     kind, *rest = key.split("/")
     if kind == "op":
@@ -60,9 +65,11 @@ def build_part(key: str, size: tuple[int, int]) -> tuple[nn.Module, tuple[int, .
     width = int(rest[0])
     if kind.startswith("cell_"):
         return make_cell(Cell(kind[len("cell_"):], ("skip",)), width), (1, width, h, w)
-    probe = FusionNet(Genotype("probe", width, (Cell("chain", ("skip",)),)))
+    s = int(rest[1][1:]) if len(rest) > 1 and rest[1].startswith("s") else 1
+    output = "blend" if rest[-1] == "blend" else "direct"
+    probe = FusionNet(Genotype("probe", width, (Cell("chain", ("skip",)),), s, output))
     if kind == "stem":
-        return probe.stem, (1, 2, h, w)
+        return probe.stem, (1, 2 * s * s, h, w)
     return probe.head, (1, width, h, w)
 
 
@@ -123,10 +130,18 @@ class LatencyTable:
             raise ValueError(f"{path}: not a latency table ({e}); rebuild it with `tim search --profile`") from None
 
 
+def cell_size(size: tuple[int, int], scale: int) -> tuple[int, int]:
+    """The resolution a space-to-depth network's stem, cells and head run at, for frames of `size`."""
+    return (size[0] // scale, size[1] // scale)
+
+
 def profile(widths: list[int], candidates: tuple[str, ...], cell_types: tuple[str, ...], size: tuple[int, int],
-            threads: int = 2, repeats: int = 5, progress: Callable[[str], None] | None = None) -> LatencyTable:
-    """Time every part at every width on this CPU with `threads` torch threads."""
-    keys = [k for width in widths for k in part_keys(width, tuple(candidates), tuple(cell_types))]
+            threads: int = 2, repeats: int = 5, progress: Callable[[str], None] | None = None, scale: int = 1,
+            blend: bool = False) -> LatencyTable:
+    """Time every part at every width on this CPU with `threads` torch threads (frames of `size`; a space-to-depth
+    space's table is measured, and stored, at its cells' resolution size / scale)."""
+    keys = [k for width in widths for k in part_keys(width, tuple(candidates), tuple(cell_types), scale, blend)]
+    size = cell_size(size, scale)
     parts = {k: build_part(k, size) for k in keys}
     best = dict.fromkeys(keys, float("inf"))
     with torch_threads(threads):
@@ -144,8 +159,9 @@ class CostModel:
     """Per-part costs of one search space in ms (from a table covering it) or else GMACs; see the module docstring."""
 
     def __init__(self, space: SearchSpace, size: tuple[int, int], table: LatencyTable | None = None):
-        self.space, self.size = space, tuple(size)
-        keys = set(part_keys(space.width, space.candidates, space.cell_types))
+        self.space, self.size = space, cell_size(tuple(size), space.scale)
+        self.blend = space.output == "blend"
+        keys = set(part_keys(space.width, space.candidates, space.cell_types, space.scale, self.blend))
         self.measured = table is not None and tuple(table.size) == self.size and keys <= set(table.entries)
         self.unit = "ms" if self.measured else "GMAC"
         self._table = table.entries if self.measured else {}
@@ -161,7 +177,8 @@ class CostModel:
 
     def fixed(self) -> float:
         """Stem + head: the cost every genotype of this width pays (the unit of the search's cost penalty)."""
-        return self.part(stem_key(self.space.width)) + self.part(head_key(self.space.width))
+        w, s = self.space.width, self.space.scale
+        return self.part(stem_key(w, s)) + self.part(head_key(w, s, self.blend))
 
     def op_costs(self, cell_type: str) -> torch.Tensor:
         """Cost of each candidate in one position of a cell of this type (summed over the cell's scales)."""
@@ -178,8 +195,10 @@ class CostModel:
 
     def genotype_cost(self, genotype: Genotype) -> float:
         """Predicted cost of a derived genotype of this width: the sum of its parts."""
-        if genotype.width != self.space.width:
-            raise ValueError(f"genotype {genotype.name!r} has width {genotype.width}, cost model {self.space.width}")
+        if (genotype.width, genotype.scale, genotype.output) != (self.space.width, self.space.scale, self.space.output):
+            raise ValueError(f"genotype {genotype.name!r} has width {genotype.width}, scale {genotype.scale}, output "
+                             f"{genotype.output}; cost model {self.space.width}, {self.space.scale}, "
+                             f"{self.space.output}")
         w = genotype.width
         cost = self.fixed()
         for cell in genotype.cells:

@@ -74,6 +74,27 @@ def make_head(c: int, c_out: int = 1) -> nn.Sequential:
     return nn.Sequential(ReflectConv(c, c, 3), nn.PReLU(), ReflectConv(c, c // 2, 3), ReflectConv(c // 2, c_out, 1))
 
 
+def to_cells(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """The (N, 2, H, W) input as the stem sees it: its scale x scale space-to-depth (all pixels kept) when scale > 1."""
+    return F.pixel_unshuffle(x, scale) if scale > 1 else x
+
+
+def to_fused(out: torch.Tensor, x: torch.Tensor, scale: int, blend: bool) -> torch.Tensor:
+    """The head's output as the fused luma: depth-to-space of s^2 sub-pixels, or for the blend head the coefficient
+    maps a, b, r up-sampled bilinearly and applied to the full-resolution sources x:
+    (1/2 + a) ir + (1/2 + b) vis + r."""
+    if not blend:
+        return F.pixel_shuffle(out, scale) if scale > 1 else out
+    if scale > 1:
+        out = F.interpolate(out, scale_factor=float(scale), mode="bilinear", align_corners=False)
+    return (0.5 + out[:, 0:1]) * x[:, 0:1] + (0.5 + out[:, 1:2]) * x[:, 1:2] + out[:, 2:3]
+
+
+def head_outputs(scale: int, blend: bool) -> int:
+    """Channels of the head's last layer: 3 blend coefficient maps, or the s^2 sub-pixels of the fused luma."""
+    return 3 if blend else scale * scale
+
+
 class FusionNet(nn.Module):
     """N_F(ir, vis) -> fused luma, inputs (N,1,H,W) in [0,1]; no output activation (clamp at the end)."""
 
@@ -85,18 +106,12 @@ class FusionNet(nn.Module):
         self.stem = make_stem(c, 2 * s * s)
         self.cells = nn.Sequential(*(make_cell(cell, c) for cell in genotype.cells))
         self.blend = genotype.output == "blend"
-        self.head = make_head(c, 3 if self.blend else s * s)
+        self.head = make_head(c, head_outputs(s, self.blend))
         self.multiple = s * (4 if genotype.multiscale else 1)
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
         """Stem, cells and head on the (N, 2, H, W) input, H and W multiples of self.multiple."""
-        low = F.pixel_unshuffle(x, self.scale) if self.scale > 1 else x
-        out = self.head(self.cells(self.stem(low)))
-        if not self.blend:
-            return F.pixel_shuffle(out, self.scale) if self.scale > 1 else out
-        if self.scale > 1:
-            out = F.interpolate(out, scale_factor=float(self.scale), mode="bilinear", align_corners=False)
-        return (0.5 + out[:, 0:1]) * x[:, 0:1] + (0.5 + out[:, 1:2]) * x[:, 1:2] + out[:, 2:3]
+        return to_fused(self.head(self.cells(self.stem(to_cells(x, self.scale)))), x, self.scale, self.blend)
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         x, (h, w) = pad_to_multiple(torch.cat((ir, vis), dim=1), self.multiple)

@@ -39,6 +39,8 @@ class SearchConfig:
     positions: int = 2  # ops per cell
     candidates: list = field(default_factory=lambda: list(DEFAULT_CANDIDATES))
     cell_types: list = field(default_factory=lambda: list(CELL_TYPES))  # one entry fixes the type
+    scale: int = 1  # space-to-depth factor of the searched networks (genotype.py; not searched)
+    output: str = "direct"  # direct | blend: the head of the searched networks (genotype.py; not searched)
     hypergrad: str = "ias"  # ias | neumann | darts1
     neumann_terms: int = 3
     neumann_lr: float = 0.01  # eta of the Neumann series; must stay below 2 / lambda_max(H)
@@ -67,7 +69,8 @@ class SearchConfig:
 
 def space_of(cfg: SearchConfig) -> SearchSpace:
     """The search space a config describes."""
-    return SearchSpace(cfg.width, cfg.cells, cfg.positions, tuple(cfg.candidates), tuple(cfg.cell_types))
+    return SearchSpace(cfg.width, cfg.cells, cfg.positions, tuple(cfg.candidates), tuple(cfg.cell_types), cfg.scale,
+                       cfg.output)
 
 
 def split_for_search(data: PairSet, upper_fraction: float) -> tuple[PairSet, PairSet]:
@@ -89,7 +92,7 @@ def derive(alpha_ops: torch.Tensor, alpha_type: torch.Tensor, space: SearchSpace
     for ops_logits, type_logits in zip(alpha_ops, alpha_type):
         ops = tuple(space.candidates[int(i)] for i in ops_logits.argmax(dim=-1))
         cells.append(Cell(space.cell_types[int(type_logits.argmax())], ops))
-    return Genotype(name, space.width, tuple(cells))
+    return Genotype(name, space.width, tuple(cells), space.scale, space.output)
 
 
 def cost_model(cfg: SearchConfig, space: SearchSpace | None = None) -> CostModel:
@@ -132,8 +135,9 @@ def search(cfg: SearchConfig, resume: bool = False, command: str = "",
     """Run the bilevel search, checkpointing; write the genotype JSON, logs, plots; returns the summary."""
     if cfg.hypergrad not in METHODS:
         raise ConfigError(f"hypergrad {cfg.hypergrad!r} is unknown; valid: {', '.join(METHODS)}")
-    if cfg.crop % 4:
-        raise ConfigError(f"crop {cfg.crop} must be a multiple of 4 (the multi-scale cell down-samples twice)")
+    if cfg.crop % (4 * cfg.scale):
+        raise ConfigError(f"crop {cfg.crop} must be a multiple of {4 * cfg.scale} (the multi-scale cell down-samples "
+                          f"twice{f', after the {cfg.scale}x{cfg.scale} space-to-depth' if cfg.scale > 1 else ''})")
     with training_run("search", cfg.out, cfg.steps, cfg.seed, cfg.threads, resume=resume,
                       overwrite=overwrite) as run:
         space = space_of(cfg)

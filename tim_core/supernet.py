@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .genotype import CELL_TYPES, Cell, Genotype
-from .network import make_head, make_stem, pad_to_multiple
+from .network import head_outputs, make_head, make_stem, pad_to_multiple, to_cells, to_fused
 from .ops import COMPACT_OPS, PUBLISHED_OPS, SKFF, ReLUConvBN, ResidualDown, ResidualUp, make_op
 
 DEFAULT_CANDIDATES = PUBLISHED_OPS + COMPACT_OPS
@@ -30,9 +30,12 @@ class SearchSpace:
     positions: int = 2
     candidates: tuple[str, ...] = DEFAULT_CANDIDATES
     cell_types: tuple[str, ...] = CELL_TYPES  # ("multiscale", "chain"): both searched; one entry: fixed
+    scale: int = 1  # space-to-depth factor and head of the networks searched (genotype.py), not searched
+    output: str = "direct"
 
     def __post_init__(self) -> None:
-        Genotype("search_space", self.width, (Cell("chain", tuple(self.candidates)),))  # validates width and names
+        # validates width, names, scale and output
+        Genotype("search_space", self.width, (Cell("chain", tuple(self.candidates)),), self.scale, self.output)
         if self.cells < 1 or self.positions < 1:
             raise ValueError(f"search space needs cells >= 1 and positions >= 1, got {self.cells}, {self.positions}")
         bad = [t for t in self.cell_types if t not in CELL_TYPES]
@@ -102,13 +105,14 @@ class SuperNet(nn.Module):
         super().__init__()
         self.space = space
         c = space.width
-        self.stem = make_stem(c)
+        self.scale, self.blend = space.scale, space.output == "blend"
+        self.stem = make_stem(c, 2 * self.scale * self.scale)
         self.cells = nn.ModuleList(SuperCell(c, space) for _ in range(space.cells))
-        self.head = make_head(c)
+        self.head = make_head(c, head_outputs(self.scale, self.blend))
         # DARTS initialisation: near-uniform mixtures, small noise breaks ties between identical candidates.
         self.alpha_ops = nn.Parameter(1e-3 * torch.randn(space.cells, space.positions, len(space.candidates)))
         self.alpha_type = nn.Parameter(torch.zeros(space.cells, len(space.cell_types)))
-        self.multiple = 4 if "multiscale" in space.cell_types else 1
+        self.multiple = space.scale * (4 if "multiscale" in space.cell_types else 1)
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """alpha: op logits (cells, positions, candidates) and cell-type logits (cells, types)."""
@@ -126,7 +130,7 @@ class SuperNet(nn.Module):
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         x, (h, w) = pad_to_multiple(torch.cat((ir, vis), dim=1), self.multiple)
         p_ops, p_type = self.probabilities()
-        x = self.stem(x)
+        y = self.stem(to_cells(x, self.scale))
         for cell, w_ops, w_type in zip(self.cells, p_ops, p_type):
-            x = cell(x, w_ops, w_type)
-        return self.head(x)[..., :h, :w]
+            y = cell(y, w_ops, w_type)
+        return to_fused(self.head(y), x, self.scale, self.blend)[..., :h, :w]

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
         space = space_of(cfg)
         with tqdm(desc="profiling parts", unit="part") as bar:
             table = profile(list(cfg.profile_widths), space.candidates, space.cell_types, tuple(cfg.cost_size),
-                            cfg.profile_threads, cfg.profile_repeats, lambda key: bar.update())
+                            cfg.profile_threads, cfg.profile_repeats, lambda key: bar.update(), space.scale,
+                            space.output == "blend")
         print(f"tim search: latency table ({len(table.entries)} parts) written to {table.save(cfg.latency_table)}")
         return 0
     summary = search(cfg, resume=args.resume, command=args.command_line, overwrite=args.overwrite)
