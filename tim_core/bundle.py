@@ -33,7 +33,7 @@ from .inner import RATES_PREFIX
 from .network import FusionNet
 
 WEIGHTS, GENOTYPE, CARD = "model.safetensors", "genotype.json", "card.json"
-DEFAULT_MODEL = "tim_ivif_base"
+DEFAULT_MODEL = "tim_ivif_compact"  # the node's and the commands' default (docs/quality_report.md)
 MAX_JSON_BYTES = 1 << 20  # genotype.json and card.json: a few kB in practice
 MAX_WEIGHTS_BYTES = 512 << 20
 # Card fields that size tensors at load time, with their bounds (a card is data from disk: never trust it).
@@ -103,7 +103,8 @@ def resolve_bundle(model: str | Path) -> Path:
     if str(model) == DEFAULT_MODEL:
         raise BundleError(
             f"no trained model yet: the default bundle {DEFAULT_MODEL!r} is not in {where}. Train it with "
-            "`tim train --config tim_core/configs/tim_ivif_base.yaml` or pass --model PATH to a bundle"
+            "`tim train --config tim_core/configs/quality/compact_v7.yaml`, then compact_v8.yaml (their teacher is "
+            "the base's sixth link, base_v6: README, 'Measured: the compact default'), or pass --model PATH to a bundle"
         )
     raise BundleError(f"model {str(model)!r} not found: not a bundle folder and not a name in {where}")
 

@@ -83,7 +83,8 @@ def claim_output(out: Path, overwrite: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tim-demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
-    parser.add_argument("--model", default="tim_ivif_base")
+    parser.add_argument("--model", default="tim_ivif_compact",
+                        help="bundle or shipped name (default: %(default)s, the node's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--rate", type=positive_float, default=0.5, help="pairs per second in the demo bag")
     parser.add_argument("--overwrite", action="store_true",

@@ -11,7 +11,7 @@ import torch
 
 from ..backends import CHOICES as BACKEND_CHOICES
 from ..bench import bench_fuser, format_table, materialize
-from ..bundle import BundleError
+from ..bundle import DEFAULT_MODEL, BundleError
 from ..genotype import GenotypeError
 from ..runtime import Fuser
 from .common import parse_size
@@ -23,8 +23,9 @@ TABLE = [("model", "model", "s"), ("backend", "backend", "s"), ("size", "size", 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tim_ivif_base",
-                   help="comma-separated bundles or genotypes (random weights), e.g. tim_ivif_base,tim_light")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="comma-separated bundles or genotypes (random weights), e.g. tim_ivif_compact,tim_light "
+                        "(default: %(default)s)")
     p.add_argument("--size", type=parse_size, default=(512, 640), help="HxW (default 512x640)")
     p.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime CPU threads (default: all)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default: cpu)")

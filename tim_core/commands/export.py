@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..bundle import BundleError, load_bundle
+from ..bundle import DEFAULT_MODEL, BundleError, load_bundle
 from ..export import ONNX_FILE, OPSET, TOLERANCE, export_onnx, real_pairs, verify_onnx
 from ..files import ImageFileError
 
@@ -13,7 +13,7 @@ ERRORS = (BundleError, ImageFileError, ImportError, RuntimeError)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tim_ivif_base", help="bundle folder or shipped name (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="bundle folder or shipped name (default: %(default)s)")
     p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: onnx)")
     p.add_argument("--out", help=f"output file (default: BUNDLE/{ONNX_FILE}, which Fuser(backend='onnxruntime') uses)")
     p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset (default: %(default)s)")

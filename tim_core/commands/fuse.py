@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..bundle import BundleError
+from ..bundle import DEFAULT_MODEL, BundleError
 from ..files import ImageFileError, check_output_folder, pair_paths, read_image, write_image, write_text_atomic
 from ..registration import IrToVisWarp, load_registration
 from ..runtime import Fuser
@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ir", "--a", dest="ir", required=True, help="infrared image or folder (modality A)")
     p.add_argument("--vis", "--b", dest="vis", required=True, help="visible image or folder (modality B)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model", default="tim_ivif_base", help="bundle folder or shipped name (default: %(default)s)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="bundle folder or shipped name (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
     p.add_argument("--resize-ir", action="store_true", help="resize IR to the visible size when they differ")
