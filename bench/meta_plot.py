@@ -123,8 +123,9 @@ def markdown(results: dict, table: dict) -> str:
         ]
         for held, by_me in table.items():
             for me, by_k in by_me.items():
+                n = len(by_k[ks[0]][measure][2])
                 out.append(
-                    f"| {held} | {me} | "
+                    f"| {held} | {me}{f' ({n} seed{chr(115) * (n > 1)})' if n < 3 else ''} | "
                     + " | ".join(f"{by_k[k][measure][0]:.4g} ± {by_k[k][measure][1]:.2g}" for k in ks)
                     + " |"
                 )
@@ -140,6 +141,9 @@ def markdown(results: dict, table: dict) -> str:
             "|---|---|" + "---|" * len(ks),
         ]
         for held, by_me in table.items():
+            seeds = {len(by_me[me][ks[0]]["loss"][2]) for me in ("meta", ref) if me in by_me}
+            if "meta" not in by_me or ref not in by_me or len(seeds) != 1:
+                continue  # a study still running: this held-out task's seeds are not all in yet
             for m in MEASURES:
                 cells = []
                 for k in ks:

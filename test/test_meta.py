@@ -332,7 +332,11 @@ def test_adam_initialization_adapts_with_adam_at_its_lr(two_tasks, capsys) -> No
 
 
 def test_older_initializations_still_adapt_with_adam_at_1e_3() -> None:
-    net, card, extra = load_bundle("tim_meta_init")  # shipped before cards recorded an adaptation rule
+    net, card, extra = load_bundle("tim_meta_init")
+    assert card["adaptation"]["optimizer"] == "adam"  # the shipped one is meta-trained with tim adapt's own rule
+    shipped = resolve_rule(AdaptConfig(), net, card, extra, "tim_meta_init")
+    assert (shipped.optimizer, shipped.lr, shipped.rates) == ("adam", 1e-3, None)
+    card = {k: v for k, v in card.items() if k != "adaptation"}  # as bundles shipped before cards recorded a rule
     rule = resolve_rule(AdaptConfig(), net, card, extra, "tim_meta_init")
     assert (rule.optimizer, rule.lr, rule.rates) == ("adam", 1e-3, None) and "records no adaptation rule" in rule.why
     sgd_card = {**card, "adaptation": {"optimizer": "sgd", "lr": 0.05}}  # meta-trained with SGD: Adam, not SGD 0.05
