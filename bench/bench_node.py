@@ -61,7 +61,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(model: Path, backend: str, seconds: float, rate: float, size: tuple[int, int], tmp: Path) -> dict:
+def run(model: Path, backend: str, seconds: float, rate: float, size: tuple[int, int], tmp: Path,
+        threads: int = 0) -> dict:
     """Start the node, stream pairs for `seconds`, return the measurements."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -69,7 +70,8 @@ def run(model: Path, backend: str, seconds: float, rate: float, size: tuple[int,
     from sensor_msgs.msg import Image
 
     proc = start_node(tmp, "-r", "__ns:=/bench", "-p", f"model:={model}", "-p", "device:=cpu",
-                      "-p", f"backend:={backend}", "-p", f"expected_rate_hz:={rate}", "-p", "diagnostic_period:=0.5")
+                      "-p", f"backend:={backend}", "-p", f"expected_rate_hz:={rate}", "-p", "diagnostic_period:=0.5",
+                      "-p", f"threads:={threads}")
     rclpy.init(domain_id=DOMAIN_ID)
     node = rclpy.create_node("bench_publisher")
     diag: list[dict[str, str]] = []
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help=f"bundle (default: {DEFAULT_MODEL} if shipped, else tim_light random)")
     parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                         help="the node's backend parameter (default: auto, the node's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="the node's threads parameter (default 0: the backend's default, all cores)")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=30.0, help="pairs per second")
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 128x160, 10 Hz, 4 s")
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         bundle, label = materialize(spec, tmp)
         print(f"node benchmark: {label}, backend {args.backend}, {size[1]}x{size[0]} mono16 + rgb8 at {rate:g} Hz "
               f"for {seconds:g} s over DDS", flush=True)
-        result = run(bundle, args.backend, seconds, rate, size, tmp)
+        result = run(bundle, args.backend, seconds, rate, size, tmp, args.threads)
     rows = [{"stage": s, **v} for s, v in result["stages"].items()]
     print(format_table(rows, [("stage", "stage", "s"), ("p50_ms", "p50 ms", ".2f"), ("p95_ms", "p95 ms", ".2f")]))
     share = result["outside_model_share"]
@@ -157,10 +161,12 @@ def main(argv: list[str] | None = None) -> int:
           f"(peak {result['node_peak_rss_mb']:.0f} MiB)")
     picked = choose(args.backend)  # what `auto` resolves to in this environment (the node runs on the CPU here)
     slug = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
-    out = ROOT / "bench" / "results" / ("node_smoke.tmp" if args.smoke else f"node_{slug}_{picked}.json")
+    suffix = f"_{args.threads}thr" if args.threads else ""
+    out = ROOT / "bench" / "results" / ("node_smoke.tmp" if args.smoke else f"node_{slug}_{picked}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, json.dumps({"benchmark": "fusion node over DDS", "model": label, "backend": picked,
-                                       "backend_parameter": args.backend, "height": size[0], "width": size[1],
+                                       "backend_parameter": args.backend, "threads": args.threads,
+                                       "height": size[0], "width": size[1],
                                        "rate_hz": rate, "smoke": args.smoke, "machine": machine_info(), **result},
                                       indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
