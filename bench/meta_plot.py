@@ -124,8 +124,9 @@ def markdown(results: dict, table: dict) -> str:
         for held, by_me in table.items():
             for me, by_k in by_me.items():
                 n = len(by_k[ks[0]][measure][2])
+                seeds = "" if n >= 3 else " (1 seed)" if n == 1 else f" ({n} seeds)"  # a study still running
                 out.append(
-                    f"| {held} | {me}{f' ({n} seed{chr(115) * (n > 1)})' if n < 3 else ''} | "
+                    f"| {held} | {me}{seeds} | "
                     + " | ".join(f"{by_k[k][measure][0]:.4g} ± {by_k[k][measure][1]:.2g}" for k in ks)
                     + " |"
                 )
