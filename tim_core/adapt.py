@@ -53,6 +53,7 @@ class AdaptConfig:
     w_intensity: float = 1.0
     w_gradient: float = 10.0
     w_ssim: float = 1.0
+    grad_gain: float = 1.0  # texture target = gain * max(|grad A|, |grad B|) (losses.LossWeights)
     seed: int = 0
     threads: int = 0
     eval_metrics: bool = True
@@ -225,7 +226,7 @@ def _adapt(cfg: AdaptConfig, command: str) -> Path:
     rule = resolve_rule(cfg, net, init_card, extra, str(init))
     extra = {k: v for k, v in extra.items() if not k.startswith(f"{RATES_PREFIX}.")}  # the init's, not the model's
     torch.manual_seed(cfg.seed)
-    weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim)
+    weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim, cfg.grad_gain)
     fine_tune(net, data, cfg.steps, cfg.batch, cfg.crop, rule.lr, cfg.seed, weights, progress=True,
               optimizer=rule.optimizer, rates=rule.rates)
     recalibrate_bn(net, [data], cfg.bn_batches, cfg.batch, cfg.crop, cfg.seed)

@@ -29,7 +29,7 @@ from .bundle import (  # noqa: F401  (re-exported: the bundle API callers know f
     resolve_bundle,
     save_bundle,
 )
-from .color import NonFiniteError, luma, rgb_to_ycbcr, to_unit, ycbcr_to_rgb
+from .color import NonFiniteError, luma, replace_luma, split_luma, to_unit
 from .registration import IrToVisWarp
 from .threads import torch_threads
 
@@ -125,22 +125,29 @@ class Fuser:
             self(np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8))
         self.registration = registration  # may be replaced between calls (the node's calibrated mode does)
 
-    def _prepare(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(IR plane, VIS luma plane, VIS YCbCr or None for a grey VIS): float32 [0, 1], on one pixel grid."""
-        ir_u, vis_u = self._normalise(ir, vis)
-        ycc = rgb_to_ycbcr(vis_u) if vis_u.ndim == 3 else None
-        return self._align(ir_u, vis_u, ycc)
+    def _prepare(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]:
+        """(IR plane, VIS luma plane, both float32 [0, 1] on one pixel grid; VIS R, G, B planes or None)."""
+        ir_u, vis_y, planes = self._normalise(ir, vis)
+        return self._align(ir_u, vis_y, planes)
 
-    def _normalise(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _normalise(self, ir: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]:
+        """IR plane and VIS luma in [0, 1]; a colour VIS also as its R, G, B planes in 0..255 (uint8 as it came,
+        else float32), whose chroma the output keeps."""
         _check_image(ir, "infrared", self.min_side, self.max_pixels)
         _check_image(vis, "visible", self.min_side, self.max_pixels)
         ir_u = _unit(ir, "infrared", self.ir_norm, self.ir_range)
         if ir_u.ndim == 3:
             ir_u = luma(ir_u)
-        return ir_u, _unit(vis, "visible", "minmax", self.ir_range)
+        if vis.ndim == 2:
+            return ir_u, _unit(vis, "visible", "minmax", self.ir_range), None
+        if vis.dtype == np.uint8:  # the camera's own scale: no float copy, no division, no clipping
+            planes, vis_y = split_luma(vis)
+        else:
+            rgb = _unit(vis, "visible", "minmax", self.ir_range)
+            planes, vis_y = split_luma(np.multiply(rgb, np.float32(255.0), out=rgb if rgb is not vis else None))
+        return ir_u, vis_y, planes
 
-    def _align(self, ir_u: np.ndarray, vis_u: np.ndarray, ycc: np.ndarray | None):
-        vis_y = ycc[..., 0] if ycc is not None else vis_u
+    def _align(self, ir_u: np.ndarray, vis_y: np.ndarray, planes: list[np.ndarray] | None):
         if self.registration is not None:  # sizes may differ: the warp puts IR on the VIS grid
             ir_u = self.registration.warp(ir_u, vis_y)
         elif ir_u.shape != vis_y.shape:
@@ -155,8 +162,9 @@ class Fuser:
             else:
                 size = ir_u.shape[::-1]
                 vis_y = cv2.resize(vis_y, size, interpolation=cv2.INTER_LINEAR)
-                ycc = cv2.resize(ycc, size, interpolation=cv2.INTER_LINEAR) if ycc is not None else None
-        return ir_u, vis_y, ycc
+                if planes is not None:
+                    planes = [cv2.resize(c, size, interpolation=cv2.INTER_LINEAR) for c in planes]
+        return ir_u, vis_y, planes
 
     def fuse_luma(self, ir_u: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
         """Run N_F on two float32 [0, 1] (H, W) planes; returns the fused luma in [0, 1]."""
@@ -173,11 +181,9 @@ class Fuser:
 
     def _fuse(self, ir: np.ndarray, vis: np.ndarray) -> FusionResult:
         t0 = time.perf_counter()
-        ir_u, vis_u = self._normalise(ir, vis)
+        ir_u, vis_y, planes = self._normalise(ir, vis)
         t_normalised = time.perf_counter()
-        ycc = rgb_to_ycbcr(vis_u) if vis_u.ndim == 3 else None
-        t_ycc = time.perf_counter()
-        ir_u, vis_y, ycc = self._align(ir_u, vis_u, ycc)
+        ir_u, vis_y, planes = self._align(ir_u, vis_y, planes)
         t1 = time.perf_counter()
         fused_y = self.fuse_luma(ir_u, vis_y)
         if self.registration is not None:
@@ -187,20 +193,19 @@ class Fuser:
         if self.heads is not None:
             fused_y, mask, detections = self.heads(ir_u, vis_y, fused_y)
         t_tasks = time.perf_counter()
-        if ycc is not None:
-            ycc[..., 0] = fused_y
-            fused = ycbcr_to_rgb(ycc)
+        if planes is not None:  # the visible chroma with the fused luma, rounded to uint8 in the same pass
+            out = replace_luma(planes, vis_y, fused_y)
         else:
-            fused = fused_y
-        t_rgb = time.perf_counter()
-        np.multiply(fused, 255.0, out=fused)  # in place: two fresh 640x512x3 temporaries cost ~5 ms in page faults
-        fused += 0.5
-        out = fused.astype(np.uint8)
+            np.multiply(fused_y, 255.0, out=fused_y)  # in place: fresh temporaries cost page faults
+            fused_y += 0.5
+            out = fused_y.astype(np.uint8)
         t3 = time.perf_counter()
-        # prepare = normalise + ycbcr (to YCbCr) + align; finish = ycbcr (back to RGB) + to_uint8
-        timings = {"prepare": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3, "finish": (t3 - t_tasks) * 1e3,
-                   "normalise": (t_normalised - t0) * 1e3, "ycbcr": (t_ycc - t_normalised + t_rgb - t_tasks) * 1e3,
-                   "to_uint8": (t3 - t_rgb) * 1e3}
+        # prepare = normalise (to float, and the VIS luma) + align; finish = ycbcr (colour: the fused luma put into
+        # the visible image, rounded to uint8 in the same pass) or to_uint8 (grey)
+        finish = (t3 - t_tasks) * 1e3
+        timings = {"prepare": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3, "finish": finish,
+                   "normalise": (t_normalised - t0) * 1e3, "ycbcr": finish if planes is not None else 0.0,
+                   "to_uint8": 0.0 if planes is not None else finish}
         if self.heads is not None:
             timings["tasks"] = (t_tasks - t2) * 1e3
         return FusionResult(out, mask, detections, timings)

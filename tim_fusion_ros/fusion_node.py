@@ -29,6 +29,7 @@ except ImportError:  # Humble names the module qos_event
 
 from . import node_params
 from .diagnostics import FusionDiagnostics
+from .heap import keep_frame_buffers
 from .image_codec import numpy_to_image
 from .inputs import decode_pair
 from .outputs import RELIABLE_5, TaskPublishers
@@ -275,6 +276,7 @@ class FusionNode(LifecycleNode):
 
 def main(args=None) -> None:
     """Plain entry point: with autostart, configure + activate or exit 1 with one message naming every problem."""
+    keep_frame_buffers()  # the node owns this process: per-frame buffers from the heap, not fresh pages (heap.py)
     rclpy.init(args=args)
     node = None
     try:
