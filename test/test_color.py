@@ -66,7 +66,8 @@ def test_uint16_percentiles_are_numpys_exactly() -> None:
 
     rng = np.random.default_rng(2)
     frames = [rng.integers(0, 65536, (48, 64)).astype(np.uint16),
-              rng.integers(20000, 24000, (51, 37)).astype(np.uint16), np.full((9, 9), 300, np.uint16), rng.integers(250, 262, (31, 7)).astype(np.uint16),
+              rng.integers(20000, 24000, (51, 37)).astype(np.uint16), np.full((9, 9), 300, np.uint16),
+              rng.integers(250, 262, (31, 7)).astype(np.uint16),
               rng.integers(0, 4096, (40, 30)).astype(">u2")]  # big-endian 12 bit, as a camera may send it
     for img in frames:
         assert np.array_equal(_uint16_histogram(img), np.bincount(img.astype(np.int64).ravel(), minlength=65536))
