@@ -119,3 +119,12 @@ def test_node_benchmark_smoke(tmp_path) -> None:
     data = json.loads((ROOT / "bench" / "results" / "node_smoke.tmp").read_text())
     assert data["fused_received"] > 0 and data["stages"]["fuse"]["p50_ms"] > 0
     assert data["outside_model_share"] > 0 and data["node_rss_mb"] > 0
+
+
+def test_registration_native_smoke(tmp_path) -> None:
+    """Two real MSRS pairs registered on their own: an offset from identity per pair, written as JSON."""
+    res = _script("bench/registration_native.py", "--smoke", cache=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = json.loads((ROOT / "bench" / "results" / "registration_native_smoke.tmp").read_text())
+    rows = data["sets"]["msrs"]["pairs"]
+    assert len(rows) == 2 and all(np.isfinite(r["offset_px"]) and len(r["homography"]) == 9 for r in rows)
