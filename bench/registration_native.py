@@ -75,8 +75,8 @@ def main() -> None:
     for name, r in result["sets"].items():
         s = r["summary"]
         if s.get("converged"):
-            print(f"{name}: {s['converged']} of {s['pairs']} converged; offset from identity median {s['median_px']:.2f}"
-                  f" px (p90 {s['p90_px']:.2f}, {s['min_px']:.2f}-{s['max_px']:.2f}); under 2 px: "
+            print(f"{name}: {s['converged']} of {s['pairs']} converged; offset from identity median "
+                  f"{s['median_px']:.2f} px (p90 {s['p90_px']:.2f}, {s['min_px']:.2f}-{s['max_px']:.2f}); under 2 px: "
                   f"{100 * s['share_under_2px']:.0f}%")
     print(f"wrote {out.relative_to(ROOT)}")
 
