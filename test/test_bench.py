@@ -128,3 +128,13 @@ def test_registration_native_smoke(tmp_path) -> None:
     data = json.loads((ROOT / "bench" / "results" / "registration_native_smoke.tmp").read_text())
     rows = data["sets"]["msrs"]["pairs"]
     assert len(rows) == 2 and all(np.isfinite(r["offset_px"]) and len(r["homography"]) == 9 for r in rows)
+
+
+def test_meta_budget_table_from_both_studies(tmp_path) -> None:
+    """The gap-vs-budget table of the two PMI studies' committed JSON: one row per held-out task and K, a PNG."""
+    png = tmp_path / "budget.png"
+    res = _script("bench/meta_budget.py", "--png", str(png), cache=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = [line for line in res.stdout.splitlines() if line.startswith("| mri_") or line.startswith("| roadscene")]
+    assert len(rows) == 8 and all(line.count("/3 seeds") == 2 for line in rows)
+    assert png.stat().st_size > 1000
