@@ -1,6 +1,7 @@
 """Curves and tables of the PMI study from bench/results/meta_experiment.json (OpenCV drawing, no matplotlib).
 
 Usage: python bench/meta_plot.py [--results bench/results/meta_experiment.json] [--png docs/meta_curves.png]
+(the default figure follows the results file: meta_experiment_20x_adam.json -> docs/meta_curves_20x_adam.png)
 Draws one row per held-out task and one column per measure (validation loss, MI, VIF, Qabf) against K,
 mean over seeds with +-1 standard deviation bars and the mean/max baselines dashed; prints the Markdown
 tables of docs/meta_report.md.
@@ -158,11 +159,13 @@ def markdown(results: dict, table: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", default=str(ROOT / "bench/results/meta_experiment.json"))
-    parser.add_argument("--png", default=str(ROOT / "docs/meta_curves.png"))
+    parser.add_argument("--png", help="figure to write (default: docs/meta_curves<suffix>.png, the suffix of the "
+                                          "results file's name after meta_experiment, so each study has its own)")
     args = parser.parse_args()
     results = json.loads(Path(args.results).read_text())
     table = stats(results)
-    draw(results, table, Path(args.png))
+    png = args.png or ROOT / "docs" / f"meta_curves{Path(args.results).stem.removeprefix('meta_experiment')}.png"
+    draw(results, table, Path(png))
     print(markdown(results, table))
     return 0
 
