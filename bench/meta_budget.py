@@ -66,7 +66,7 @@ def main() -> int:
     studies = []
     for path in args.results:
         data = json.loads((ROOT / path).read_text())
-        studies.append((int(data["setup"]["passes"]), data.get("setup", {}).get("inner_optimizer", "sgd"),
+        studies.append((int(data["setup"]["passes"]), data["setup"].get("inner_optimizer", "sgd"),
                         gaps(data)))
     studies.sort(key=lambda s: s[0])
     print("| held out | K | " + " | ".join(f"{p} passes ({inner} inner)" for p, inner, _ in studies) + " |")

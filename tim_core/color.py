@@ -18,7 +18,7 @@ _YCBCR2RGB = np.linalg.inv(_RGB2YCBCR.astype(np.float64)).astype(np.float32)
 _RGB2YCBCR_AFFINE = np.hstack([_RGB2YCBCR, [[0.0], [0.5], [0.5]]]).astype(np.float32)
 _YCBCR2RGB_AFFINE = np.hstack([_YCBCR2RGB, -_YCBCR2RGB[:, 1:] @ [[0.5], [0.5]]]).astype(np.float32)
 
-_LUMA_255 = (_RGB2YCBCR[:1] / 255.0).astype(np.float32)  # 1x3: RGB in 0..255 -> Y in [0, 1]
+_LUMA_255 = _RGB2YCBCR[0].astype(np.float64) / 255.0  # R, G, B weights: RGB in 0..255 -> Y in [0, 1]
 
 IR_NORMALIZATIONS = ("minmax", "percentile", "fixed")
 
@@ -38,9 +38,8 @@ def split_luma(rgb255: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     """An (H, W, 3) RGB image in 0..255 (uint8, or float32 for other sources) as its three planes, and its BT.601
     luma in [0, 1] as float32: the plane the network fuses. uint8 stays uint8 (no float copy of the image)."""
     r, g, b = cv2.split(rgb255)
-    w = _RGB2YCBCR[0].astype(np.float64) / 255.0
-    y = cv2.addWeighted(r, w[0], g, w[1], 0.0, dtype=cv2.CV_32F)
-    return [r, g, b], cv2.addWeighted(y, 1.0, b, w[2], 0.0, dtype=cv2.CV_32F)
+    y = cv2.addWeighted(r, _LUMA_255[0], g, _LUMA_255[1], 0.0, dtype=cv2.CV_32F)
+    return [r, g, b], cv2.addWeighted(y, 1.0, b, _LUMA_255[2], 0.0, dtype=cv2.CV_32F)
 
 
 def replace_luma(planes: list[np.ndarray], y_old: np.ndarray, y_new: np.ndarray) -> np.ndarray:

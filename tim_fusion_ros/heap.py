@@ -5,8 +5,9 @@ serves blocks above its mmap threshold with a fresh mmap and unmaps them on free
 page fault per 4 KiB page when it is first written: in the node at 30 Hz this tripled the per-pair work outside
 the model (640x512: normalise + YCbCr 7.4 ms against 2.7 ms; docs/performance.md). A fixed threshold above the
 largest frame buffer, and a trim threshold that keeps freed memory, make those blocks reusable heap memory.
-It is what MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ do, applied from inside the process, so `ros2 run`,
-`ros2 launch` and a composed container all get it. The resident size grows by about one frame's buffers.
+It is what MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ do, applied from inside the process by the node's
+`main`, so `ros2 run` and `ros2 launch` get it without an environment variable. The resident size grows by about
+one frame's buffers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import ctypes
 import ctypes.util
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc malloc.h parameter numbers
-MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest (HEAP_MAX / 2 on 64 bit): a 5 MP RGB float frame fits below
+MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest (HEAP_MAX / 2 on 64 bit); 640x512 RGB float is 3.9 MB
 TRIM_THRESHOLD = 256 * 1024 * 1024
 
 
