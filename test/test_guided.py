@@ -97,7 +97,9 @@ def test_guided_fusion_moves_and_frozen_does_not(genotype, tmp_path) -> None:
     ):
         out = tmp_path / f"{coupling}_{len(extra)}"
         assert main(_args(genotype, out, "detection", 2, "--coupling", coupling, "--init", str(base), *extra)) == 0
-        after = load_bundle(out / "bundle")[0].state_dict()
+        after, after_card, _ = load_bundle(out / "bundle")
+        after = after.state_dict()
+        assert after_card["lineage"] == [card["command"], after_card["command"]], coupling  # init's, then its own
         moved = any(not torch.equal(v, after[k]) for k, v in before.items())
         assert moved == (coupling != "frozen"), coupling
 

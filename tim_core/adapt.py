@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .bundle import load_bundle, resolve_bundle, save_bundle
+from .bundle import card_lineage, load_bundle, resolve_bundle, save_bundle
 from .config import ConfigError, dump_config
 from .data import PairSet, load_pairs, sample_batch
 from .inner import ADAM_BETAS, ADAM_EPS, INNER_OPTIMIZERS, RATES_PREFIX, PerParameterSGD, rates_from_bundle
@@ -205,8 +205,7 @@ def fine_tune(net: FusionNet, data: PairSet, steps: int, batch: int, crop: int, 
 def lineage(init_card: dict, command: str, rule: AdaptationRule) -> list[str]:
     """Every command from scratch: the initialization's lineage (or command), then this one with the rule's
     flags appended, so that it reproduces what ran whatever the defaults (a later flag wins)."""
-    earlier = list(init_card.get("lineage") or ([init_card["command"]] if init_card.get("command") else []))
-    return earlier + [f"{command or '(command not recorded)'} {rule.flags()}"]
+    return card_lineage(init_card) + [f"{command or '(command not recorded)'} {rule.flags()}"]
 
 
 def run_adapt(cfg: AdaptConfig, command: str = "") -> Path:

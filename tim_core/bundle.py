@@ -298,6 +298,16 @@ def save_bundle(path: str | Path, model: FusionNet, card: dict, extra: dict[str,
     return path
 
 
+def card_lineage(init_card: dict) -> list[str]:
+    """The commands from scratch that made a bundle: its card's lineage, or its one command, or none."""
+    return list(init_card.get("lineage") or ([init_card["command"]] if init_card.get("command") else []))
+
+
+def lineage_after(init: str, command: str) -> list[str]:
+    """Every command from scratch to a bundle made by `command` from the bundle `init` ("" for none)."""
+    return (card_lineage(load_bundle(init)[1]) if init else []) + [command]
+
+
 def update_card(bundle: str | Path, **fields: object) -> dict:
     """Set card fields of an existing bundle, atomically; returns the new card."""
     path = Path(bundle) / CARD

@@ -22,7 +22,7 @@ from dataclasses import asdict
 import torch
 import torch.distributed as dist
 
-from .bundle import load_bundle, save_bundle
+from .bundle import lineage_after, load_bundle, save_bundle
 from .config import dump_config
 from .ema import averaged_copy, ema_update
 from .files import write_text_atomic
@@ -268,6 +268,7 @@ def _finish(cfg, fusion, task_net, val_set, classes, device, command, out, write
             "steps": cfg.steps,
             "init": cfg.init,
             "command": command,
+            "lineage": lineage_after(cfg.init, command),
             "config": dump_config(cfg),
             "task_validation": task_val,
         }

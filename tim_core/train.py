@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .bundle import load_bundle, save_bundle
+from .bundle import lineage_after, load_bundle, save_bundle
 from .config import dump_config
 from .data import PairSet, center_crops, load_pairs, sample_batch
 from .ema import averaged_copy, ema_update
@@ -86,11 +86,7 @@ def teacher_targets(cfg: TrainConfig, data, out: Path) -> list:
 
 def lineage(cfg: TrainConfig, command: str) -> list[str]:
     """Every command from scratch to this bundle: the --init bundle's lineage (or command), then this one."""
-    earlier: list[str] = []
-    if cfg.init:
-        card = load_bundle(cfg.init)[1]
-        earlier = list(card.get("lineage") or ([card["command"]] if card.get("command") else []))
-    return earlier + [command]
+    return lineage_after(cfg.init, command)
 
 
 def build_model(cfg: TrainConfig) -> FusionNet:
