@@ -44,6 +44,17 @@ def test_tim_bench_models_in_one_process(tiny_bundle, tmp_path, capsys) -> None:
     assert "neither a bundle nor a genotype" in capsys.readouterr().err
 
 
+def test_bench_times_a_detection_bundle_with_its_detector() -> None:
+    from tim_core.bench import bench_fuser
+    from tim_core.runtime import Fuser
+
+    fuser = Fuser("tim_ivif_det", device="cpu", backend="torch")
+    calls, heads = [], fuser.heads
+    fuser.heads = lambda *args: calls.append(1) or heads(*args)
+    row = bench_fuser(fuser, 48, 64, warmup=0, min_runs=2, max_runs=2, budget_s=0.0)
+    assert row["runs"] == 2 and len(calls) == 2  # the detector ran in every timed call, not the fusion alone
+
+
 def test_export_dynamic_size_and_verified_on_real_pair(tiny_bundle, tmp_path, capsys) -> None:
     out = tmp_path / "tiny.onnx"
     assert cli.main(["export", "--model", str(tiny_bundle), "--format", "onnx", "--out", str(out),

@@ -2,7 +2,8 @@
 
 A model is a bundle (folder or shipped name) or a bare genotype (built-in name or JSON), which gets
 seeded random weights: speed does not depend on the weight values. Every model goes through
-`Fuser.fuse_luma` (numpy planes in, clamped luma out), so the numbers are the node's `fuse` stage.
+`Fuser.infer` (numpy planes in, clamped luma out: the fusion network, then a bundle's task heads when it has
+any), so the numbers are the node's model and tasks stages: a detection bundle is timed with its detector.
 """
 
 from __future__ import annotations
@@ -94,14 +95,15 @@ def materialize(spec: str, workdir: Path) -> tuple[Path, str]:
 
 
 def bench_fuser(fuser: Fuser, height: int, width: int, **timing) -> dict:
-    """Time fuser.fuse_luma on one random HxW pair; dict with median_ms, p95_ms, fps, runs, peak memory."""
+    """Time fuser.infer (fusion, and task heads if any) on one random HxW pair; dict with median_ms, p95_ms, fps,
+    runs, peak memory."""
     rng = np.random.default_rng(0)
     a, b = (rng.random((height, width), dtype=np.float32) for _ in range(2))
     cuda = fuser.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(fuser.device)
     before, exact = rss_mb("VmRSS"), reset_peak_rss()
-    t = time_call(lambda: fuser.fuse_luma(a, b), sync=torch.cuda.synchronize if cuda else lambda: None, **timing)
+    t = time_call(lambda: fuser.infer(a, b), sync=torch.cuda.synchronize if cuda else lambda: None, **timing)
     row = {"height": height, "width": width, **asdict(t), "fps": t.fps,
            "peak_rss_mb": rss_mb("VmHWM"), "rss_before_mb": before, "peak_rss_exact": exact}
     if cuda:

@@ -175,6 +175,15 @@ class Fuser:
             y = self.net(a, b).clamp_(0.0, 1.0)
             return y[0, 0].float().cpu().numpy()
 
+    def infer(self, ir_u: np.ndarray, vis_y: np.ndarray) -> np.ndarray:
+        """fuse_luma, then the bundle's task heads when it has any: the node's model and tasks stages per frame
+        (what `tim bench` times); returns the fused luma."""
+        fused_y = self.fuse_luma(ir_u, vis_y)
+        if self.heads is not None:
+            with torch_threads(self.threads):
+                fused_y = self.heads(ir_u, vis_y, fused_y)[0]
+        return fused_y
+
     def __call__(self, ir: np.ndarray, vis: np.ndarray) -> FusionResult:
         with torch_threads(self.threads):
             return self._fuse(ir, vis)
