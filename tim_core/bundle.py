@@ -304,8 +304,9 @@ def card_lineage(init_card: dict) -> list[str]:
 
 
 def lineage_after(init: str, command: str) -> list[str]:
-    """Every command from scratch to a bundle made by `command` from the bundle `init` ("" for none)."""
-    return (card_lineage(load_bundle(init)[1]) if init else []) + [command]
+    """Every command from scratch to a bundle made by `command` from the bundle `init` ("" for none); reads only
+    the init bundle's card."""
+    return (card_lineage(read_json_object(resolve_bundle(init) / CARD, "card.json")) if init else []) + [command]
 
 
 def update_card(bundle: str | Path, **fields: object) -> dict:

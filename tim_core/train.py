@@ -84,11 +84,6 @@ def teacher_targets(cfg: TrainConfig, data, out: Path) -> list:
     return targets
 
 
-def lineage(cfg: TrainConfig, command: str) -> list[str]:
-    """Every command from scratch to this bundle: the --init bundle's lineage (or command), then this one."""
-    return lineage_after(cfg.init, command)
-
-
 def build_model(cfg: TrainConfig) -> FusionNet:
     if cfg.init:
         return load_bundle(cfg.init)[0]
@@ -159,7 +154,7 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "", overwrite: 
             final = ema if ema is not None else net
             card = {"task": "fusion", "genotype": net.genotype.name, "data": list(cfg.data),
                     "split": f"name hash, validation fraction {cfg.val_fraction}", "steps": cfg.steps,
-                    "command": command, "config": dump_config(cfg), "lineage": lineage(cfg, command)}
+                    "command": command, "config": dump_config(cfg), "lineage": lineage_after(cfg.init, command)}
             save_bundle(bundle, final.cpu(), card)
             if cfg.eval_metrics:
                 evaluate_on_validation(bundle, cfg.data, cfg.val_fraction, run.out / "val", cfg.eval_limit)
