@@ -13,7 +13,8 @@ from tim_core.cli import main
 from tim_core.config import ConfigError, load_config, parse_overrides
 from tim_core.data import is_validation, load_pairs, resolve_layout, sample_batch
 from tim_core.files import write_image
-from tim_core.losses import fusion_loss, ssim
+from tim_core.losses import LossWeights, fusion_loss, soft_mutual_information, ssim
+from tim_core.metrics import compute_metrics
 from tim_core.runtime import load_bundle
 from tim_core.train import TrainConfig
 
@@ -39,6 +40,29 @@ def test_loss_prefers_the_max_target() -> None:
     bad, _ = fusion_loss(torch.full_like(a, 0.5), a, b)
     assert good < bad and terms["intensity"] == 0.0
     assert ssim(a, a).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_soft_mutual_information_ranks_as_the_metric() -> None:
+    """The differentiable MI term orders fused images as the exact 256-bin MI metric does, and its gradient flows."""
+    torch.manual_seed(0)
+
+    def smooth() -> torch.Tensor:
+        t = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 128, 128), 5, 1, 2)
+        return (t - t.min()) / (t.max() - t.min())
+
+    a, b = smooth(), smooth()
+    candidates = {"copy of a": a.clone(), "mostly a": 0.8 * a + 0.2 * b, "mean": (a + b) / 2}
+    soft = {k: (soft_mutual_information(f, a) + soft_mutual_information(f, b)).item() for k, f in candidates.items()}
+    exact = {k: compute_metrics((a[0, 0] * 255).numpy(), (b[0, 0] * 255).numpy(), (f[0, 0] * 255).numpy(),
+                                metrics=["MI"])["MI"] for k, f in candidates.items()}
+    assert sorted(soft, key=soft.get) == sorted(exact, key=exact.get) == ["mean", "mostly a", "copy of a"]
+    assert soft_mutual_information(1 - a, a).item() == pytest.approx(soft_mutual_information(a, a).item(), rel=1e-4)
+    assert soft_mutual_information(torch.rand_like(a), a).item() < 0.05  # independent: near zero (no 256-bin bias)
+    f = torch.full_like(a, 0.5).add_(0.1 * torch.rand_like(a)).requires_grad_(True)
+    total, terms = fusion_loss(f, a, b, LossWeights(mi=1.0))
+    total.backward()
+    assert "mi" in terms and terms["mi"] < 0 and torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0
+    assert "mi" not in fusion_loss(f, a, b)[1]  # off by default: not computed
 
 
 def test_split_is_deterministic_and_disjoint(dataset) -> None:

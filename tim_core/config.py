@@ -55,7 +55,8 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "alpha_lr": (0.0, 10.0, True), "neumann_lr": (0.0, 10.0, True), "fusion_lr": (0.0, 10.0, False),
     "weight_decay": (0.0, 10.0, False), "alpha_weight_decay": (0.0, 10.0, False),
     "w_intensity": (0.0, 1e6, False), "w_gradient": (0.0, 1e6, False), "w_ssim": (0.0, 1e6, False),
-    "w_teacher": (0.0, 1e6, False), "grad_gain": (0.0, 10.0, True), "ema": (0.0, 0.999999, False),
+    "w_teacher": (0.0, 1e6, False), "w_mi": (0.0, 1e6, False), "grad_gain": (0.0, 10.0, True),
+    "ema": (0.0, 0.999999, False),
     "val_fraction": (0.0, 0.95, True), "upper_fraction": (0.0, 0.95, True), "cost_weight": (0.0, 1e6, False),
     "lam": (0.0, 1e6, False), "dice": (0.0, 1e6, False), "seed": (0, 2**31 - 1, False),
 }

@@ -8,10 +8,13 @@ SeAFusion / TarDAL-style training, all on luma in [0, 1]:
 - gradient   || |grad F| - max(|grad A|, |grad B|) ||_1 with Sobel magnitudes: keep the strongest
   texture/edges of either source (visible detail, thermal contours).
 - ssim       1 - (SSIM(F, A) + SSIM(F, B)) / 2: preserve local structure of both sources.
+- mi         optional, -(MI(F, A) + MI(F, B)) / log(bins) from Parzen-window (soft) joint histograms, the
+  differentiable estimate of the mutual-information metric (Viola and Wells, IJCV 1997); off unless weighted.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +28,24 @@ def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
     k = torch.stack((_SOBEL_X, _SOBEL_X.t())).unsqueeze(1).to(x)
     g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
     return g.abs().sum(dim=1, keepdim=True)
+
+
+def soft_mutual_information(f: torch.Tensor, x: torch.Tensor, bins: int = 32) -> torch.Tensor:
+    """Per-image mutual information (nats) of (N, 1, H, W) images in [0, 1] from a joint histogram in which each
+    pixel of F is spread over the bins by a Gaussian Parzen window (sigma = one bin width) and each pixel of X, a
+    source that needs no gradient, falls in its nearest bin. Shape (N,)."""
+    n = f.shape[0]
+    centers = torch.linspace(0.0, 1.0, bins, device=f.device, dtype=torch.float32)
+    width = 1.0 / (bins - 1)
+    fv = f.float().reshape(n, -1, 1).clamp(0.0, 1.0)
+    wf = torch.exp(-0.5 * ((fv - centers) / width) ** 2)
+    wf = wf / wf.sum(dim=2, keepdim=True)  # (N, P, bins): each pixel's weights sum to 1
+    idx = (x.float().reshape(n, -1).clamp(0.0, 1.0) * (bins - 1)).round().long()
+    wx = F.one_hot(idx, bins).float()  # (N, P, bins)
+    joint = wx.transpose(1, 2) @ wf / fv.shape[1]  # (N, bins_x, bins_f), sums to 1
+    px, pf = joint.sum(dim=2, keepdim=True), joint.sum(dim=1, keepdim=True)
+    eps = 1e-10
+    return (joint * (torch.log(joint + eps) - torch.log(px * pf + eps))).sum(dim=(1, 2))
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -59,6 +80,7 @@ class LossWeights:
     gradient: float = 10.0
     ssim: float = 1.0
     grad_gain: float = 1.0  # gradient target = gain * max(|grad A|, |grad B|): >1 asks for sharper than either source
+    mi: float = 0.0  # weight of the soft mutual-information term (0: off, not computed)
 
 
 def fusion_loss(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
@@ -69,4 +91,11 @@ def fusion_loss(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
     l_grad = F.l1_loss(sobel_magnitude(fused), target)
     l_ssim = 1.0 - 0.5 * (ssim(fused, a) + ssim(fused, b))
     total = weights.intensity * l_int + weights.gradient * l_grad + weights.ssim * l_ssim
-    return total, {"intensity": l_int.item(), "gradient": l_grad.item(), "ssim": l_ssim.item()}
+    terms = {"intensity": l_int.item(), "gradient": l_grad.item(), "ssim": l_ssim.item()}
+    if weights.mi > 0:
+        bins = 32
+        mi = soft_mutual_information(fused, a, bins) + soft_mutual_information(fused, b, bins)
+        l_mi = -mi.mean() / math.log(bins)
+        total = total + weights.mi * l_mi
+        terms["mi"] = l_mi.item()
+    return total, terms
