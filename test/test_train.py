@@ -13,7 +13,7 @@ from tim_core.cli import main
 from tim_core.config import ConfigError, load_config, parse_overrides
 from tim_core.data import is_validation, load_pairs, resolve_layout, sample_batch
 from tim_core.files import write_image
-from tim_core.losses import LossWeights, fusion_loss, soft_mutual_information, ssim
+from tim_core.losses import LossWeights, fusion_loss, scd, soft_mutual_information, ssim
 from tim_core.metrics import compute_metrics
 from tim_core.runtime import load_bundle
 from tim_core.train import TrainConfig
@@ -63,6 +63,19 @@ def test_soft_mutual_information_ranks_as_the_metric() -> None:
     total.backward()
     assert "mi" in terms and terms["mi"] < 0 and torch.isfinite(f.grad).all() and f.grad.abs().sum() > 0
     assert "mi" not in fusion_loss(f, a, b)[1]  # off by default: not computed
+
+
+def test_scd_term_is_the_metric_and_has_a_gradient() -> None:
+    torch.manual_seed(1)
+    a, b = torch.rand(2, 1, 48, 40), torch.rand(2, 1, 48, 40)
+    f = (0.6 * a + 0.7 * b + 0.05 * torch.rand_like(a)).requires_grad_(True)
+    exact = [compute_metrics((a[i, 0] * 255).numpy(), (b[i, 0] * 255).numpy(), (f[i, 0].detach() * 255).numpy(),
+                             metrics=["SCD"])["SCD"] for i in range(2)]
+    assert scd(f, a, b).tolist() == pytest.approx(exact, abs=1e-4)
+    total, terms = fusion_loss(f, a, b, LossWeights(scd=1.0))
+    total.backward()
+    assert terms["scd"] == pytest.approx(1 - sum(exact) / 4, abs=1e-4) and f.grad.abs().sum() > 0
+    assert scd(a + b, a, b).mean().item() == pytest.approx(2.0, abs=1e-4)  # the additive fusion is SCD's optimum
 
 
 def test_split_is_deterministic_and_disjoint(dataset) -> None:

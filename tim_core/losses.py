@@ -10,6 +10,9 @@ SeAFusion / TarDAL-style training, all on luma in [0, 1]:
 - ssim       1 - (SSIM(F, A) + SSIM(F, B)) / 2: preserve local structure of both sources.
 - mi         optional, -(MI(F, A) + MI(F, B)) / log(bins) from Parzen-window (soft) joint histograms, the
   differentiable estimate of the mutual-information metric (Viola and Wells, IJCV 1997); off unless weighted.
+- scd        optional, 1 - SCD / 2 with SCD = corr(F - B, A) + corr(F - A, B) per image, the sum of the correlations
+  of differences (Aslantas and Bendes, 2015), exact and differentiable: it asks that what F adds to one source be
+  the other source's content; off unless weighted.
 """
 
 from __future__ import annotations
@@ -48,6 +51,19 @@ def soft_mutual_information(f: torch.Tensor, x: torch.Tensor, bins: int = 32) ->
     return (joint * (torch.log(joint + eps) - torch.log(px * pf + eps))).sum(dim=(1, 2))
 
 
+def _corr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of each image of two (N, 1, H, W) batches over all its pixels, shape (N,)."""
+    x = x.flatten(1) - x.flatten(1).mean(dim=1, keepdim=True)
+    y = y.flatten(1) - y.flatten(1).mean(dim=1, keepdim=True)
+    return (x * y).sum(dim=1) / torch.sqrt((x * x).sum(dim=1) * (y * y).sum(dim=1) + 1e-12)
+
+
+def scd(f: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The sum of the correlations of differences per image, as tim_core.metrics computes SCD, shape (N,)."""
+    f = f.float()
+    return _corr(f - b, a) + _corr(f - a, b)
+
+
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     r = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
     g = torch.exp(-(r ** 2) / (2 * sigma ** 2))
@@ -81,6 +97,7 @@ class LossWeights:
     ssim: float = 1.0
     grad_gain: float = 1.0  # gradient target = gain * max(|grad A|, |grad B|): >1 asks for sharper than either source
     mi: float = 0.0  # weight of the soft mutual-information term (0: off, not computed)
+    scd: float = 0.0  # weight of the correlation-of-differences term (0: off, not computed)
 
 
 def fusion_loss(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
@@ -98,4 +115,8 @@ def fusion_loss(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
         l_mi = -mi.mean() / math.log(bins)
         total = total + weights.mi * l_mi
         terms["mi"] = l_mi.item()
+    if weights.scd > 0:
+        l_scd = 1.0 - 0.5 * scd(fused, a, b).mean()
+        total = total + weights.scd * l_scd
+        terms["scd"] = l_scd.item()
     return total, terms

@@ -46,6 +46,7 @@ class TrainConfig:
     w_ssim: float = 1.0
     grad_gain: float = 1.0  # texture target = gain * max(|grad IR|, |grad VIS|) (losses.LossWeights)
     w_mi: float = 0.0  # weight of the soft mutual-information term (losses.soft_mutual_information; 0: off)
+    w_scd: float = 0.0  # weight of the correlation-of-differences term (losses.scd; 0: off)
     ema: float = 0.0  # weight EMA decay (e.g. 0.999); validation and the exported bundle use the average; 0: off
     teacher: str = ""  # distillation: a bundle whose fused images (computed once, cached in OUT) the student follows
     w_teacher: float = 1.0  # weight of |F - teacher| added to the fusion loss
@@ -110,7 +111,7 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "", overwrite: 
         sched = warmup_cosine(opt, cfg.steps, cfg.warmup_steps)
         use_amp = cfg.amp and device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim, cfg.grad_gain, cfg.w_mi)
+        weights = LossWeights(cfg.w_intensity, cfg.w_gradient, cfg.w_ssim, cfg.grad_gain, cfg.w_mi, cfg.w_scd)
         ema = averaged_copy(net) if cfg.ema > 0 else None
         ckpt = run.checkpoint(model=net, optimizer=opt, scheduler=sched, scaler=scaler, ema=ema)
         start, _ = run.restore(ckpt, device, fallbacks={"ema": "model"})  # EMA switched on later: from the model
