@@ -122,7 +122,8 @@ def test_info_unknown(capsys) -> None:
 def test_info_shipped_bundle_by_name(capsys) -> None:
     assert main(["info", "tim_ivif_base", "--size", "64x64", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["params"] == 127_358 and info["card"]["validation"]["convention"] == "matlab"
+    assert info["params"] == 15_088 and info["card"]["genotype"] == "tim_blend_w16"  # base_v16 (quality report)
+    assert info["card"]["validation"]["convention"] == "matlab"
 
 
 def test_bad_size_flag() -> None:
