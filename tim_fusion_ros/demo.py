@@ -83,13 +83,17 @@ def claim_output(out: Path, overwrite: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tim-demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
-    parser.add_argument("--model", default="tim_ivif_compact",
-                        help="bundle or shipped name (default: %(default)s, the node's)")
+    parser.add_argument("--model", default=None,
+                        help="bundle or shipped name (default: the node's, `model` in config/fusion.yaml)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--rate", type=positive_float, default=0.5, help="pairs per second in the demo bag")
     parser.add_argument("--overwrite", action="store_true",
                         help="clear --out even if it holds files that an earlier demo did not write")
     args = parser.parse_args(argv)
+    if args.model is None:
+        from .params import load_defaults
+
+        args.model = load_defaults()["model"]
 
     import torch
 
