@@ -3,8 +3,10 @@
 # Creates a venv with a CUDA build of torch (reuses the system's torch when it already sees a GPU),
 # then times every bundle in models/ and the tim_ivif / tim_light baselines (random weights) at
 # 640x512 and 1280x1024: FP32 and FP16, NCHW and channels-last, and torch.compile with CUDA graphs
-# ("reduce-overhead") for the first model. Model-only: tensors already on the GPU, as the node's
+# ("reduce-overhead") for the default tim_ivif_compact. Model-only: tensors already on the GPU, as the node's
 # fuse stage minus the host<->device copies. Prints a table and writes bench/results/gpu.json.
+# Then bench/gpu_fidelity.py: the fused image and detections on the GPU against the CPU, and the whole
+# Fuser call (host arrays in and out) per device and precision (bench/results/gpu_fidelity.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${1:-${TMPDIR:-/tmp}/tim_gpu_venv}
@@ -40,7 +42,7 @@ def timed(fn, runs=50, warmup=10):
 
 rows = []
 with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-    for i, spec in enumerate(specs):
+    for spec in specs:
         bundle, label = materialize(spec, Path(tmp))
         net = load_bundle(bundle)[0].to(dev).eval()
         for h, w in ((512, 640), (1024, 1280)):
@@ -54,7 +56,7 @@ with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
                     rows.append({"model": label, "size": f"{h}x{w}", "dtype": str(dtype)[6:], "variant": name,
                                  "median_ms": med, "p95_ms": p95, "fps": 1e3 / med,
                                  "peak_mb": torch.cuda.max_memory_allocated() / 2 ** 20})
-                if i == 0:
+                if label == "tim_ivif_compact":
                     try:
                         compiled = torch.compile(net.to(dtype=dtype, memory_format=torch.channels_last),
                                                  mode="reduce-overhead", dynamic=False)
@@ -75,3 +77,5 @@ out.write_text(json.dumps({"benchmark": "model-only CUDA latency", "machine": ma
                           indent=2) + "\n")
 print(f"wrote {out}")
 EOF
+# the fused image and detections on the GPU against the CPU, and the whole Fuser call's latency
+PYTHONPATH=$PWD "$PY" bench/gpu_fidelity.py
