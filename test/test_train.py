@@ -78,6 +78,21 @@ def test_scd_term_is_the_metric_and_has_a_gradient() -> None:
     assert scd(a + b, a, b).mean().item() == pytest.approx(2.0, abs=1e-4)  # the additive fusion is SCD's optimum
 
 
+def test_scale_asks_the_mi_and_scd_terms_of_chosen_images() -> None:
+    torch.manual_seed(2)
+    a, b = torch.rand(2, 1, 40, 40), torch.rand(2, 1, 40, 40)
+    f = 0.5 * a + 0.6 * b
+    weights = LossWeights(mi=1.0, scd=1.0)
+    plain, terms = fusion_loss(f, a, b, weights)
+    same, same_terms = fusion_loss(f, a, b, weights, {"scd": torch.ones(2), "mi": torch.ones(2)})
+    assert same.item() == pytest.approx(plain.item()) and same_terms == pytest.approx(terms)
+    _, first_only = fusion_loss(f, a, b, weights, {"scd": torch.tensor([1.0, 0.0])})
+    assert first_only["scd"] == pytest.approx((1 - 0.5 * scd(f, a, b)[0].item()) / 2, abs=1e-6)
+    assert first_only["mi"] == pytest.approx(terms["mi"])  # a term not named keeps its weight
+    _, doubled = fusion_loss(f, a, b, weights, {"mi": torch.full((2,), 2.0)})
+    assert doubled["mi"] == pytest.approx(2 * terms["mi"])
+
+
 def test_split_is_deterministic_and_disjoint(dataset) -> None:
     spec = str(dataset / "ds")
     train, val = load_pairs([spec], "train", 0.3), load_pairs([spec], "val", 0.3)
@@ -87,6 +102,8 @@ def test_split_is_deterministic_and_disjoint(dataset) -> None:
     a1, _ = sample_batch(train, 3, 32, torch.Generator().manual_seed(5))
     a2, _ = sample_batch(train, 3, 32, torch.Generator().manual_seed(5))
     assert torch.equal(a1, a2) and a1.shape == (3, 1, 32, 32)
+    a3, _, idx = sample_batch(train, 3, 32, torch.Generator().manual_seed(5), with_index=True)
+    assert torch.equal(a1, a3) and idx.shape == (3,) and 0 <= int(idx.min()) and int(idx.max()) < len(train)
 
 
 def test_config_rejects_unknown_keys(tmp_path) -> None:
@@ -144,6 +161,26 @@ def test_train_errors_are_clear(dataset, capsys) -> None:
     assert "unknown key 'bogus'" in capsys.readouterr().err
     assert main(_args(dataset, dataset / "none", 2, "--resume")) == 2
     assert "no checkpoint to resume" in capsys.readouterr().err
+
+
+def test_source_scale_trains_and_bad_values_are_named(dataset, capsys) -> None:
+    import shutil
+
+    shutil.copytree(dataset / "ds", dataset / "road")
+    data = f"[{dataset / 'ds'}, {dataset / 'road'}]"
+    args = _args(dataset, dataset / "scaled", 2, "--eval_metrics", "false", "--data", data, "--w_scd", "1.0")
+    assert main([*args, "--source_scale", "{ds: {scd: 0.0}, road: {mi: 2}}"]) == 0
+    card = json.loads((dataset / "scaled" / "bundle" / "card.json").read_text())
+    assert "source_scale:\n  ds:\n    scd: 0.0" in card["config"]
+    capsys.readouterr()
+    for value, message in (("{nope: {scd: 1}}", "source_scale: 'nope' is not a data set of this run; valid: ds, road"),
+                           ("{ds: {ssim: 1}}", "source_scale.ds: unknown term 'ssim'; valid: mi, scd"),
+                           ("{ds: {scd: -1}}", "source_scale.ds.scd: -1 is not a finite number >= 0"),
+                           ("{ds: 2}", "source_scale.ds: expected a mapping"),
+                           ("[ds]", "source_scale must be a mapping")):
+        assert main([*_args(dataset, dataset / "bad", 2, "--data", data), "--source_scale", value]) == 2, value
+        assert message in capsys.readouterr().err
+    assert not (dataset / "bad").exists()  # refused before any run folder is made
 
 
 def test_train_runs_unchanged_under_torchrun(dataset) -> None:

@@ -34,6 +34,8 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
     if hint is str:
         return str(value)
+    if (hint is dict or origin is dict) and not isinstance(value, dict):
+        raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{source}: {key} must be a list, got {value!r}")

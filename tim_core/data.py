@@ -108,10 +108,12 @@ def load_pairs(specs: list[str], split: str = "train", val_fraction: float = 0.2
     return PairSet(names, a_list, b_list)
 
 
-def sample_batch(data: PairSet, batch: int, crop: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+def sample_batch(data: PairSet, batch: int, crop: int, generator: torch.Generator,
+                 with_index: bool = False) -> tuple[torch.Tensor, ...]:
     """A batch of random crops with random flips, (N, 1, crop, crop) each; fully determined by `generator`.
 
-    Returns (A, B), or (A, B, target) when the set carries a target plane (distillation).
+    Returns (A, B), or (A, B, target) when the set carries a target plane (distillation); with_index appends the
+    (N,) indices of the pairs drawn (the same draws either way).
     """
     idx = torch.randint(len(data), (batch,), generator=generator).tolist()
     planes = [data.a, data.b] + ([data.target] if data.target is not None else [])
@@ -132,7 +134,7 @@ def sample_batch(data: PairSet, batch: int, crop: int, generator: torch.Generato
             patches = [p.flip(-2) for p in patches]
         for out, p in zip(outs, patches):
             out[i, 0] = p
-    return tuple(outs)
+    return (*outs, torch.tensor(idx)) if with_index else tuple(outs)
 
 
 def center_crops(data: PairSet, crop: int, limit: int) -> tuple[torch.Tensor, torch.Tensor]:

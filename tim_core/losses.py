@@ -100,9 +100,14 @@ class LossWeights:
     scd: float = 0.0  # weight of the correlation-of-differences term (0: off, not computed)
 
 
-def fusion_loss(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-                weights: LossWeights = LossWeights()) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of the three terms for fused F and sources A (e.g. IR) and B (e.g. visible luma)."""
+def fusion_loss(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor, weights: LossWeights = LossWeights(),
+                scale: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted sum of the three terms for fused F and sources A (e.g. IR) and B (e.g. visible luma).
+
+    `scale` optionally multiplies the per-image MI and SCD terms: {"mi" or "scd": (N,) tensor} (train's
+    source_scale: a term asked of one data set's pairs only).
+    """
+    scale = scale or {}
     l_int = F.l1_loss(fused, torch.maximum(a, b))
     target = weights.grad_gain * torch.maximum(sobel_magnitude(a), sobel_magnitude(b))
     l_grad = F.l1_loss(sobel_magnitude(fused), target)
@@ -112,11 +117,12 @@ def fusion_loss(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
     if weights.mi > 0:
         bins = 32
         mi = soft_mutual_information(fused, a, bins) + soft_mutual_information(fused, b, bins)
-        l_mi = -mi.mean() / math.log(bins)
+        l_mi = -(mi * scale["mi"]).mean() / math.log(bins) if "mi" in scale else -mi.mean() / math.log(bins)
         total = total + weights.mi * l_mi
         terms["mi"] = l_mi.item()
     if weights.scd > 0:
-        l_scd = 1.0 - 0.5 * scd(fused, a, b).mean()
+        per_image = 1.0 - 0.5 * scd(fused, a, b)
+        l_scd = (per_image * scale["scd"]).mean() if "scd" in scale else per_image.mean()
         total = total + weights.scd * l_scd
         terms["scd"] = l_scd.item()
     return total, terms

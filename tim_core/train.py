@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from .bundle import lineage_after, load_bundle, save_bundle
-from .config import dump_config
+from .config import ConfigError, dump_config
 from .data import PairSet, center_crops, load_pairs, sample_batch
 from .ema import averaged_copy, ema_update
 from .genotype import load_genotype
@@ -47,6 +47,9 @@ class TrainConfig:
     grad_gain: float = 1.0  # texture target = gain * max(|grad IR|, |grad VIS|) (losses.LossWeights)
     w_mi: float = 0.0  # weight of the soft mutual-information term (losses.soft_mutual_information; 0: off)
     w_scd: float = 0.0  # weight of the correlation-of-differences term (losses.scd; 0: off)
+    # per data set multipliers of the MI and SCD terms, e.g. {msrs: {scd: 0.0}}: SCD asked of RoadScene pairs only;
+    # keys are data folder names of `data`, unnamed sets and terms keep 1
+    source_scale: dict = field(default_factory=dict)
     ema: float = 0.0  # weight EMA decay (e.g. 0.999); validation and the exported bundle use the average; 0: off
     teacher: str = ""  # distillation: a bundle whose fused images (computed once, cached in OUT) the student follows
     w_teacher: float = 1.0  # weight of |F - teacher| added to the fusion loss
@@ -86,6 +89,34 @@ def teacher_targets(cfg: TrainConfig, data, out: Path) -> list:
     return targets
 
 
+SCALED_TERMS = ("mi", "scd")
+
+
+def check_source_scale(cfg: TrainConfig) -> None:
+    """ConfigError naming the key unless source_scale maps data set names of cfg.data to {mi|scd: number >= 0}."""
+    sources = [Path(spec.split(":")[0]).name for spec in cfg.data]
+    if not isinstance(cfg.source_scale, dict):
+        raise ConfigError(f"source_scale: expected a mapping like {{msrs: {{scd: 0.0}}}}, got {cfg.source_scale!r}")
+    for source, terms in cfg.source_scale.items():
+        if source not in sources:
+            raise ConfigError(f"source_scale: {source!r} is not a data set of this run; valid: {', '.join(sources)}")
+        if not isinstance(terms, dict) or not terms:
+            raise ConfigError(f"source_scale.{source}: expected a mapping of {' / '.join(SCALED_TERMS)} to a "
+                              f"multiplier, got {terms!r}")
+        for term, value in terms.items():
+            if term not in SCALED_TERMS:
+                raise ConfigError(f"source_scale.{source}: unknown term {term!r}; valid: {', '.join(SCALED_TERMS)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise ConfigError(f"source_scale.{source}.{term}: {value!r} is not a finite number >= 0")
+
+
+def pair_scales(cfg: TrainConfig, data: PairSet) -> dict[str, torch.Tensor]:
+    """{term: (pairs,) multiplier} from cfg.source_scale (a pair's data set: the first part of its name)."""
+    sources = [name.split("/", 1)[0] for name in data.names]
+    terms = {t for v in cfg.source_scale.values() for t in v}
+    return {t: torch.tensor([float(cfg.source_scale.get(s, {}).get(t, 1.0)) for s in sources]) for t in terms}
+
+
 def build_model(cfg: TrainConfig) -> FusionNet:
     if cfg.init:
         return load_bundle(cfg.init)[0]
@@ -96,6 +127,7 @@ def build_model(cfg: TrainConfig) -> FusionNet:
 def train(cfg: TrainConfig, resume: bool = False, command: str = "", overwrite: bool = False) -> Path:
     """Train, checkpoint, validate, and export a bundle; returns the bundle path."""
     bundle = bundle_path(cfg)
+    check_source_scale(cfg)
     with training_run("train", cfg.out, cfg.steps, cfg.seed, cfg.threads, resume=resume, overwrite=overwrite,
                       export=bundle, distributed=True) as run:
         device = run.device(cfg.device)
@@ -104,6 +136,7 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "", overwrite: 
         if cfg.teacher:
             train_set.target = teacher_targets(cfg, train_set, run.out)
         val_a, val_b = (t.to(device) for t in center_crops(val_set, cfg.val_crop, cfg.val_images))
+        scales = pair_scales(cfg, train_set)
 
         net = build_model(cfg).to(device)
         model = torch.nn.parallel.DistributedDataParallel(net) if run.world > 1 else net
@@ -121,10 +154,11 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "", overwrite: 
         for step in run.loop(start, "train"):
             model.train()
             gen = run.generator(step)
-            a, b, *target = (t.to(device, non_blocking=True) for t in sample_batch(train_set, cfg.batch, cfg.crop, gen))
+            *planes, idx = sample_batch(train_set, cfg.batch, cfg.crop, gen, with_index=True)
+            a, b, *target = (t.to(device, non_blocking=True) for t in planes)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 fused = model(a, b)
-            loss, terms = fusion_loss(fused.float(), a, b, weights)
+            loss, terms = fusion_loss(fused.float(), a, b, weights, {t: v[idx].to(device) for t, v in scales.items()})
             if target:
                 l_teacher = torch.nn.functional.l1_loss(fused.float(), target[0])
                 loss = loss + cfg.w_teacher * l_teacher
