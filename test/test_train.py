@@ -168,7 +168,8 @@ def test_source_scale_trains_and_bad_values_are_named(dataset, capsys) -> None:
 
     shutil.copytree(dataset / "ds", dataset / "road")
     data = f"[{dataset / 'ds'}, {dataset / 'road'}]"
-    args = _args(dataset, dataset / "scaled", 2, "--eval_metrics", "false", "--data", data, "--w_scd", "1.0")
+    args = _args(dataset, dataset / "scaled", 2, "--eval_metrics", "false", "--data", data, "--w_scd", "1.0",
+                 "--w_mi", "1.0")
     assert main([*args, "--source_scale", "{ds: {scd: 0.0}, road: {mi: 2}}"]) == 0
     card = json.loads((dataset / "scaled" / "bundle" / "card.json").read_text())
     assert "source_scale:\n  ds:\n    scd: 0.0" in card["config"]
@@ -177,7 +178,8 @@ def test_source_scale_trains_and_bad_values_are_named(dataset, capsys) -> None:
                            ("{ds: {ssim: 1}}", "source_scale.ds: unknown term 'ssim'; valid: mi, scd"),
                            ("{ds: {scd: -1}}", "source_scale.ds.scd: -1 is not a finite number >= 0"),
                            ("{ds: 2}", "source_scale.ds: expected a mapping"),
-                           ("[ds]", "source_scale must be a mapping")):
+                           ("[ds]", "source_scale must be a mapping"),
+                           ("{road: {mi: 2}}", "source_scale.road.mi: the mi term is off (w_mi 0)")):
         assert main([*_args(dataset, dataset / "bad", 2, "--data", data), "--source_scale", value]) == 2, value
         assert message in capsys.readouterr().err
     assert not (dataset / "bad").exists()  # refused before any run folder is made

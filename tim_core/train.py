@@ -108,6 +108,9 @@ def check_source_scale(cfg: TrainConfig) -> None:
                 raise ConfigError(f"source_scale.{source}: unknown term {term!r}; valid: {', '.join(SCALED_TERMS)}")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
                 raise ConfigError(f"source_scale.{source}.{term}: {value!r} is not a finite number >= 0")
+            if getattr(cfg, f"w_{term}") == 0:
+                raise ConfigError(f"source_scale.{source}.{term}: the {term} term is off (w_{term} 0), so it would "
+                                  f"scale nothing; set w_{term} > 0 or drop the entry")
 
 
 def pair_scales(cfg: TrainConfig, data: PairSet) -> dict[str, torch.Tensor]:
