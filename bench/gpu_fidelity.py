@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from tim_core.bench import format_table, machine_info, nearest_rank  # noqa: E402
 from tim_core.runtime import Fuser  # noqa: E402
+from tim_core.tasks.detection import box_iou  # noqa: E402
 
 MODELS = ("tim_ivif_compact", "tim_ivif_base", "tim_ivif_det")
 MODES = (("cpu", "float32"), ("cuda", "float32"), ("cuda", "float16"))
@@ -44,11 +45,7 @@ def sample_pairs() -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(w, 0.0) * max(h, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    return float(box_iou(np.array([a]), np.array([b]))[0, 0])
 
 
 def found_again(reference: list, other: list) -> int:

@@ -80,6 +80,11 @@ class PairSet:
         return len(self.names)
 
 
+def source_name(spec: str) -> str:
+    """A data set's name, its folder's ('../shared/data/msrs:ir,vi' -> 'msrs'): the prefix of its pair names."""
+    return Path(spec.split(":")[0]).name
+
+
 def load_pairs(specs: list[str], split: str = "train", val_fraction: float = 0.2,
                min_size: int = 0) -> PairSet:
     """Load every pair of the given data sets on one side of the name-hash split ('train', 'val' or 'all')."""
@@ -100,7 +105,7 @@ def load_pairs(specs: list[str], split: str = "train", val_fraction: float = 0.2
                 raise ImageFileError(f"{p.a} {a.shape} and {p.b} {b.shape}: pair sizes differ; register them first")
             if min(a.shape) < min_size:
                 continue
-            names.append(f"{Path(spec.split(':')[0]).name}/{p.name}")
+            names.append(f"{source_name(spec)}/{p.name}")
             a_list.append(a)
             b_list.append(b)
     if not names:

@@ -117,12 +117,11 @@ def fusion_loss(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor, weights: 
     if weights.mi > 0:
         bins = 32
         mi = soft_mutual_information(fused, a, bins) + soft_mutual_information(fused, b, bins)
-        l_mi = -(mi * scale["mi"]).mean() / math.log(bins) if "mi" in scale else -mi.mean() / math.log(bins)
+        l_mi = -(mi * scale.get("mi", 1.0)).mean() / math.log(bins)
         total = total + weights.mi * l_mi
         terms["mi"] = l_mi.item()
     if weights.scd > 0:
-        per_image = 1.0 - 0.5 * scd(fused, a, b)
-        l_scd = (per_image * scale["scd"]).mean() if "scd" in scale else per_image.mean()
+        l_scd = ((1.0 - 0.5 * scd(fused, a, b)) * scale.get("scd", 1.0)).mean()
         total = total + weights.scd * l_scd
         terms["scd"] = l_scd.item()
     return total, terms

@@ -26,7 +26,7 @@ from torch.func import functional_call
 from .adapt import recalibrate_bn
 from .bundle import save_bundle, update_card
 from .config import ConfigError, dump_config
-from .data import PairSet, load_pairs, sample_batch
+from .data import PairSet, load_pairs, sample_batch, source_name
 from .genotype import Genotype, load_genotype
 from .inner import (
     ADAM_BETAS,
@@ -99,7 +99,7 @@ def adaptation_rule(cfg: MetaConfig) -> dict:
 
 def task_name(spec: str) -> str:
     """The task's name: its data set folder ('../shared/data/medical/mri_ct' -> 'mri_ct')."""
-    return Path(spec.split(":")[0]).name
+    return source_name(spec)
 
 
 def build_genotype(cfg: MetaConfig) -> Genotype:

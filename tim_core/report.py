@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .bundle import update_card
-from .data import is_validation, resolve_layout
+from .data import is_validation, resolve_layout, source_name
 from .evaluate import evaluate_folders
 from .files import pair_paths, read_image, write_image
 from .metrics import FAST_METRICS, to_gray
@@ -24,7 +24,7 @@ def write_validation_split(data: list[str], val_fraction: float, out: Path, limi
     names = []
     for spec in data:
         a_dir, b_dir = resolve_layout(spec)
-        prefix = Path(spec.split(":")[0]).name
+        prefix = source_name(spec)
         for p in pair_paths(a_dir, b_dir)[0]:
             if not is_validation(p.name, val_fraction) or (limit and len(names) >= limit):
                 continue

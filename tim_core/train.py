@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .bundle import lineage_after, load_bundle, save_bundle
 from .config import ConfigError, dump_config
-from .data import PairSet, center_crops, load_pairs, sample_batch
+from .data import PairSet, center_crops, load_pairs, sample_batch, source_name
 from .ema import averaged_copy, ema_update
 from .genotype import load_genotype
 from .losses import LossWeights, fusion_loss
@@ -94,9 +94,7 @@ SCALED_TERMS = ("mi", "scd")
 
 def check_source_scale(cfg: TrainConfig) -> None:
     """ConfigError naming the key unless source_scale maps data set names of cfg.data to {mi|scd: number >= 0}."""
-    sources = [Path(spec.split(":")[0]).name for spec in cfg.data]
-    if not isinstance(cfg.source_scale, dict):
-        raise ConfigError(f"source_scale: expected a mapping like {{msrs: {{scd: 0.0}}}}, got {cfg.source_scale!r}")
+    sources = [source_name(spec) for spec in cfg.data]
     for source, terms in cfg.source_scale.items():
         if source not in sources:
             raise ConfigError(f"source_scale: {source!r} is not a data set of this run; valid: {', '.join(sources)}")
